@@ -1,0 +1,44 @@
+//! A JSON body extractor whose rejections are `ApiError`s, so malformed or
+//! oversized bodies get OpenAI's error envelope rather than axum's text.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(limit)
+            } else {
+                ApiError::bad_request("invalid_body", rejection.body_text())
+            }
+        })?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            if e.is_data() {
+                ApiError::bad_request("invalid_type", format!("The request body has the wrong shape: {e}"))
+            } else {
+                ApiError::invalid_json(e)
+            }
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// The configured body limit, attached to each request so messages can name it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);

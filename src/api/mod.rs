@@ -1,0 +1,40 @@
+//! HTTP edge: axum routes and thin handlers. Handlers extract, call one
+//! gateway function that takes no axum types, and map the result.
+
+mod feedback;
+mod health;
+pub mod json;
+mod openai;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use json::BodyLimit;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/feedback", post(feedback::post_feedback))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async {
+            ApiError::not_found("unknown_url", "No such endpoint on this router.")
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyLimit(max_body_bytes)))
+        .with_state(state)
+}

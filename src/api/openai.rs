@@ -1,0 +1,76 @@
+//! `POST /v1/chat/completions` and `GET /v1/models`: thin handlers over the
+//! gateway.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::json::JsonBody;
+use super::AppState;
+use crate::gateway::{self, ChatReply, Meta};
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Response {
+    let routed = gateway::chat(state.gateway.clone(), body, &headers).await;
+    let mut response = match routed.reply {
+        Ok(ChatReply::Complete(body)) => Json(body).into_response(),
+        Ok(ChatReply::Stream(stream)) => {
+            let mut r = Response::new(Body::from_stream(stream));
+            let h = r.headers_mut();
+            h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+            h.insert("cache-control", HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => e.into_response(),
+    };
+    decision_headers(response.headers_mut(), &routed.meta);
+    response
+}
+
+fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
+    let pairs = [
+        ("x-switchboard-request-id", Some(&meta.request_id)),
+        ("x-switchboard-model", meta.model.as_ref()),
+        ("x-switchboard-route", meta.route.as_ref()),
+        ("x-switchboard-policy-version", meta.policy_version.as_ref()),
+    ];
+    for (name, value) in pairs {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name, v);
+        }
+    }
+}
+
+pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
+    let catalog = &state.gateway.catalog;
+    let mut data: Vec<Value> = catalog
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name.as_str(),
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider.name,
+                "switchboard": {"kind": "model", "provider": m.provider.name},
+            })
+        })
+        .collect();
+    data.extend(catalog.routes.iter().map(|r| {
+        let models: Vec<&str> = r.arms.iter().map(|&i| catalog.models[i].name.as_str()).collect();
+        json!({
+            "id": r.name.as_str(),
+            "object": "model",
+            "created": 0,
+            "owned_by": "switchboard",
+            "switchboard": {"kind": "route", "models": models, "policy": r.policy},
+        })
+    }));
+    Json(json!({"object": "list", "data": data}))
+}

@@ -1,0 +1,224 @@
+//! The TOML schema of `switchboard.toml` (DESIGN.md, "Configuration").
+//!
+//! Pure data: serde types with defaults and `deny_unknown_fields`, so a typo
+//! is an error that names the key. Cross-field checks live in `validate.rs`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ModelName;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Whole-request deadline, retries and fallbacks included; past it, 504.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests and the outbox.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout_ms: 120_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Attempts on one model before falling back to the next (1 = no retry).
+    pub max_attempts_per_model: u32,
+    /// How many models a request may try in all (the chosen one included).
+    pub max_models_per_request: u32,
+    /// First backoff; doubles per attempt, with full jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open a model's circuit.
+    pub breaker_failure_threshold: u32,
+    /// How long an open circuit stays open before one half-open probe.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts_per_model: 2,
+            max_models_per_request: 3,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2_000,
+            breaker_failure_threshold: 5,
+            breaker_cooldown_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API: OpenAI, vLLM, Ollama, Together, Groq, ...
+    Openai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Environment variable holding the key; optional for local servers.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the key (a mounted secret); used when `api_key_env` is unset or empty.
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest silence allowed between two reads of an upstream response.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Anthropic requires `max_tokens`; used when the client sent none.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_read_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_tokens() -> u32 {
+    4_096
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: ModelName,
+    pub provider: String,
+    #[serde(default)]
+    pub upstream_name: Option<String>,
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    #[serde(default)]
+    pub context_window: Option<u32>,
+    /// What the model can do. Absent means "not declared": the model is not
+    /// filtered on capabilities. A list means exactly those.
+    #[serde(default)]
+    pub capabilities: Option<Vec<Capability>>,
+}
+
+impl ModelConfig {
+    pub fn upstream_name(&self) -> &str {
+        self.upstream_name.as_deref().unwrap_or(self.name.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Tools,
+    JsonSchema,
+    Vision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    #[default]
+    Linucb,
+    Thompson,
+    EpsilonGreedy,
+    Random,
+    Fixed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: ModelName,
+    pub models: Vec<ModelName>,
+    #[serde(default)]
+    pub policy: PolicyKind,
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
+    #[serde(default)]
+    pub latency_slo_ms: Option<u64>,
+    #[serde(default)]
+    pub ttft_deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub exploration_cap: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    pub cost_weight: f64,
+    pub latency_weight: f64,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self {
+            cost_weight: 100.0,
+            latency_weight: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub target_usd_per_request: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Events buffered in memory before the writer; past it, events spill to disk.
+    pub outbox_capacity: usize,
+    /// Most rows one batch insert carries.
+    pub batch_size: usize,
+    /// Longest an event waits in memory before its batch is written.
+    pub flush_interval_ms: u64,
+    /// Append-only file that holds events while the database is unreachable.
+    pub spill_path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            outbox_capacity: 65_536,
+            batch_size: 1_000,
+            flush_interval_ms: 200,
+            spill_path: "switchboard-spill.jsonl".into(),
+        }
+    }
+}

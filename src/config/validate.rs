@@ -1,0 +1,151 @@
+//! Cross-field checks that serde cannot express: references between
+//! providers, models and routes, unique names, finite non-negative prices.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::load::ConfigError;
+use super::schema::Config;
+
+pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
+    let bad = |key: String, reason: String| Err(ConfigError::invalid(file, key, reason));
+
+    if c.server.listen.parse::<SocketAddr>().is_err() {
+        return bad(
+            "server.listen".into(),
+            format!("{:?} is not an address like 127.0.0.1:8080", c.server.listen),
+        );
+    }
+    if c.server.max_body_bytes == 0 {
+        return bad("server.max_body_bytes".into(), "must be positive".into());
+    }
+    if c.resilience.max_attempts_per_model == 0 || c.resilience.max_models_per_request == 0 {
+        return bad(
+            "resilience".into(),
+            "max_attempts_per_model and max_models_per_request must be at least 1".into(),
+        );
+    }
+    if c.store.batch_size == 0 || c.store.outbox_capacity == 0 {
+        return bad(
+            "store".into(),
+            "batch_size and outbox_capacity must be positive".into(),
+        );
+    }
+
+    let mut providers = HashSet::new();
+    for (i, p) in c.providers.iter().enumerate() {
+        if !providers.insert(p.name.as_str()) {
+            return bad(
+                format!("providers[{i}].name"),
+                format!("duplicate provider {:?}", p.name),
+            );
+        }
+        let url_ok = (p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
+            && reqwest::Url::parse(&p.base_url).is_ok();
+        if !url_ok {
+            return bad(
+                format!("providers[{i}].base_url"),
+                format!("{:?} is not an http(s) URL", p.base_url),
+            );
+        }
+        if p.api_key_env.as_deref() == Some("") {
+            return bad(
+                format!("providers[{i}].api_key_env"),
+                "must name an environment variable".into(),
+            );
+        }
+    }
+
+    let mut models = HashSet::new();
+    for (i, m) in c.models.iter().enumerate() {
+        if !models.insert(m.name.as_str()) {
+            return bad(
+                format!("models[{i}].name"),
+                format!("duplicate model {:?}", m.name.as_str()),
+            );
+        }
+        if !providers.contains(m.provider.as_str()) {
+            return bad(
+                format!("models[{i}].provider"),
+                format!("unknown provider {:?}", m.provider),
+            );
+        }
+        for (key, v) in [
+            ("input_usd_per_mtok", m.input_usd_per_mtok),
+            ("output_usd_per_mtok", m.output_usd_per_mtok),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(
+                    format!("models[{i}].{key}"),
+                    format!("{v} must be a finite, non-negative price"),
+                );
+            }
+        }
+    }
+
+    let mut routes = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let name = r.name.as_str();
+        if !routes.insert(name) {
+            return bad(
+                format!("routes[{i}].name"),
+                format!("duplicate route {name:?}"),
+            );
+        }
+        if models.contains(name) {
+            return bad(
+                format!("routes[{i}].name"),
+                format!("{name:?} is already a model name; a client could not tell them apart"),
+            );
+        }
+        if r.models.is_empty() {
+            return bad(
+                format!("routes[{i}].models"),
+                "a route needs at least one model".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (j, m) in r.models.iter().enumerate() {
+            if !models.contains(m.as_str()) {
+                return bad(
+                    format!("routes[{i}].models[{j}]"),
+                    format!("unknown model {:?}", m.as_str()),
+                );
+            }
+            if !seen.insert(m.as_str()) {
+                return bad(
+                    format!("routes[{i}].models[{j}]"),
+                    format!("model {:?} listed twice", m.as_str()),
+                );
+            }
+        }
+        for (key, v) in [
+            ("objective.cost_weight", r.objective.cost_weight),
+            ("objective.latency_weight", r.objective.latency_weight),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(
+                    format!("routes[{i}].{key}"),
+                    format!("{v} must be finite and non-negative"),
+                );
+            }
+        }
+        if let Some(b) = &r.budget {
+            if !b.target_usd_per_request.is_finite() || b.target_usd_per_request <= 0.0 {
+                return bad(
+                    format!("routes[{i}].budget.target_usd_per_request"),
+                    "must be a positive number of USD".into(),
+                );
+            }
+        }
+        if let Some(cap) = r.exploration_cap {
+            if !(0.0..=1.0).contains(&cap) {
+                return bad(
+                    format!("routes[{i}].exploration_cap"),
+                    format!("{cap} must be in [0, 1]"),
+                );
+            }
+        }
+    }
+    Ok(())
+}

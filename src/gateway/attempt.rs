@@ -1,0 +1,172 @@
+//! Getting an answer out of the ranked models: retries with full-jitter
+//! exponential backoff on retryable failures (honouring `Retry-After`), then
+//! fallback to the next model, all inside the request's deadline. A stream
+//! counts as answered once its first chunk has arrived; before that, a
+//! failure falls back like any other.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::Rng;
+use serde_json::{Map, Value};
+
+use super::catalog::Catalog;
+use super::breaker::Breakers;
+use crate::config::ResilienceConfig;
+use crate::providers::{ChunkStream, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage};
+use crate::store::AttemptRecord;
+use crate::telemetry::names;
+
+pub enum Answer {
+    Complete {
+        model: usize,
+        body: Value,
+        usage: Option<Usage>,
+    },
+    Stream {
+        model: usize,
+        first: Value,
+        rest: ChunkStream,
+        ttft: Duration,
+    },
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The request itself is at fault; the upstream's message goes back.
+    Client(UpstreamError),
+    /// The deadline passed.
+    Deadline,
+    /// Every model tried failed; the last error.
+    Exhausted(UpstreamError),
+    /// No model could even be tried (all circuits open).
+    NoneAvailable,
+}
+
+pub struct Attempts<'a> {
+    pub catalog: &'a Catalog,
+    pub breakers: &'a Breakers,
+    pub resilience: &'a ResilienceConfig,
+}
+
+impl Attempts<'_> {
+    pub async fn run(
+        &self,
+        ranking: &[usize],
+        body: &Map<String, Value>,
+        stream: bool,
+        deadline: tokio::time::Instant,
+        chain: &mut Vec<AttemptRecord>,
+    ) -> Result<Answer, Failure> {
+        let started = tokio::time::Instant::now();
+        let mut last: Option<UpstreamError> = None;
+        let max_models = self.resilience.max_models_per_request as usize;
+        for &model in ranking.iter().take(max_models) {
+            if !self.breakers.try_acquire(model, Instant::now()) {
+                continue;
+            }
+            let entry = &self.catalog.models[model];
+            for attempt in 1..=self.resilience.max_attempts_per_model {
+                let req = UpstreamRequest {
+                    body,
+                    upstream_model: &entry.upstream_name,
+                    stream,
+                };
+                let result = match tokio::time::timeout_at(deadline, entry.provider.call(req)).await {
+                    Err(_) => {
+                        self.breakers.on_neutral(model, Instant::now());
+                        chain.push(record(entry.name.as_str(), Some("deadline"), None));
+                        return Err(Failure::Deadline);
+                    }
+                    Ok(r) => r,
+                };
+                let outcome = match result {
+                    Ok(Reply::Complete { body, usage }) => Ok(Answer::Complete { model, body, usage }),
+                    Ok(Reply::Stream(mut rest)) => {
+                        match tokio::time::timeout_at(deadline, rest.next()).await {
+                            Err(_) => {
+                                self.breakers.on_neutral(model, Instant::now());
+                                chain.push(record(entry.name.as_str(), Some("deadline"), None));
+                                return Err(Failure::Deadline);
+                            }
+                            Ok(Some(Ok(first))) => Ok(Answer::Stream {
+                                model,
+                                first,
+                                rest,
+                                ttft: started.elapsed(),
+                            }),
+                            Ok(Some(Err(e))) => Err(e),
+                            Ok(None) => Err(UpstreamError::new(
+                                FailureKind::Protocol,
+                                "upstream stream ended before its first chunk",
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(answer) => {
+                        self.breakers.on_success(model);
+                        chain.push(record(entry.name.as_str(), None, None));
+                        return Ok(answer);
+                    }
+                    Err(e) => {
+                        metrics::counter!(names::UPSTREAM_ERRORS,
+                            "model" => entry.name.as_str().to_owned(),
+                            "provider" => entry.provider.name.clone(),
+                            "kind" => e.kind.as_str())
+                        .increment(1);
+                        chain.push(record(entry.name.as_str(), Some(e.kind.as_str()), e.status));
+                        tracing::warn!(model = entry.name.as_str(), attempt, kind = e.kind.as_str(),
+                            status = e.status, error = %e.message, "An upstream attempt failed.");
+                        if e.kind.is_client_fault() {
+                            self.breakers.on_neutral(model, Instant::now());
+                            return Err(Failure::Client(e));
+                        }
+                        if self.breakers.on_failure(model, Instant::now()) {
+                            tracing::warn!(model = entry.name.as_str(), "The circuit for this model is now open.");
+                            last = Some(e);
+                            break;
+                        }
+                        let retry = e.kind.retryable() && attempt < self.resilience.max_attempts_per_model;
+                        let wait = self.backoff(attempt, e.retry_after);
+                        last = Some(e);
+                        if !retry {
+                            break;
+                        }
+                        if tokio::time::Instant::now() + wait >= deadline {
+                            // Waiting would spend the whole deadline: try the next model now.
+                            break;
+                        }
+                        tokio::time::sleep(wait).await;
+                        if !self.breakers.try_acquire(model, Instant::now()) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => Failure::Exhausted(e),
+            None => Failure::NoneAvailable,
+        })
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], but never
+    /// shorter than the upstream's `Retry-After`.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let base = self.resilience.backoff_base_ms as f64;
+        let cap = (base * 2f64.powi(attempt.saturating_sub(1) as i32))
+            .min(self.resilience.backoff_max_ms as f64);
+        let jittered = Duration::from_secs_f64(rand::rng().random_range(0.0..=cap.max(0.0)) / 1000.0);
+        retry_after.map_or(jittered, |r| r.max(jittered))
+    }
+}
+
+fn record(model: &str, error: Option<&str>, status: Option<u16>) -> AttemptRecord {
+    AttemptRecord {
+        model: model.to_owned(),
+        error: error.map(str::to_owned),
+        status,
+    }
+}

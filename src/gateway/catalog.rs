@@ -1,0 +1,120 @@
+//! The configured models and routes, resolved once from the config into
+//! indexed entries the request path can use without string lookups past the
+//! first one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{BudgetConfig, Capability, Config, ObjectiveConfig, PolicyKind, RouteConfig};
+use crate::domain::ModelName;
+use crate::providers::pricing::Prices;
+use crate::providers::Provider;
+
+pub struct ModelEntry {
+    pub index: usize,
+    pub name: ModelName,
+    pub upstream_name: String,
+    pub provider: Arc<Provider>,
+    pub prices: Prices,
+    pub context_window: Option<u32>,
+    pub capabilities: Option<Vec<Capability>>,
+}
+
+impl ModelEntry {
+    pub fn supports(&self, needed: Capability) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_none_or(|caps| caps.contains(&needed))
+    }
+}
+
+pub struct RouteEntry {
+    pub name: ModelName,
+    /// Indices into `Catalog::models`, in config order (the policy's arm order).
+    pub arms: Vec<usize>,
+    pub policy: PolicyKind,
+    pub objective: ObjectiveConfig,
+    pub budget: Option<BudgetConfig>,
+    pub exploration_cap: Option<f64>,
+}
+
+pub struct Catalog {
+    pub models: Vec<ModelEntry>,
+    pub routes: Vec<RouteEntry>,
+    by_model: HashMap<String, usize>,
+    by_route: HashMap<String, usize>,
+}
+
+/// What a request's `model` field named.
+pub enum Target<'a> {
+    Model(&'a ModelEntry),
+    Route(&'a RouteEntry),
+}
+
+impl Catalog {
+    pub fn build(config: &Config, providers: &HashMap<String, Arc<Provider>>) -> Option<Self> {
+        let mut models = Vec::with_capacity(config.models.len());
+        for (index, m) in config.models.iter().enumerate() {
+            models.push(ModelEntry {
+                index,
+                name: m.name.clone(),
+                upstream_name: m.upstream_name().to_owned(),
+                provider: providers.get(&m.provider)?.clone(),
+                prices: Prices {
+                    input_usd_per_mtok: m.input_usd_per_mtok,
+                    output_usd_per_mtok: m.output_usd_per_mtok,
+                },
+                context_window: m.context_window,
+                capabilities: m.capabilities.clone(),
+            });
+        }
+        let by_model: HashMap<String, usize> = models
+            .iter()
+            .map(|m| (m.name.as_str().to_owned(), m.index))
+            .collect();
+        let routes: Vec<RouteEntry> = config
+            .routes
+            .iter()
+            .map(|r| route_entry(r, &by_model))
+            .collect::<Option<_>>()?;
+        let by_route = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str().to_owned(), i))
+            .collect();
+        Some(Self {
+            models,
+            routes,
+            by_model,
+            by_route,
+        })
+    }
+
+    pub fn resolve(&self, name: &str) -> Option<Target<'_>> {
+        if let Some(&i) = self.by_route.get(name) {
+            return Some(Target::Route(&self.routes[i]));
+        }
+        self.by_model
+            .get(name)
+            .map(|&i| Target::Model(&self.models[i]))
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelEntry> {
+        self.by_model.get(name).map(|&i| &self.models[i])
+    }
+}
+
+fn route_entry(r: &RouteConfig, by_model: &HashMap<String, usize>) -> Option<RouteEntry> {
+    Some(RouteEntry {
+        name: r.name.clone(),
+        arms: r
+            .models
+            .iter()
+            .map(|m| by_model.get(m.as_str()).copied())
+            .collect::<Option<_>>()?,
+        policy: r.policy,
+        objective: r.objective,
+        budget: r.budget,
+        exploration_cap: r.exploration_cap,
+    })
+}

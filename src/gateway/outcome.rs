@@ -1,0 +1,117 @@
+//! Turning what happened to one request into its `requests` row. A `Draft`
+//! is filled as the pipeline goes; `finish` prices the usage and hands the
+//! row to the outbox. Never waits on the database.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::catalog::ModelEntry;
+use super::options::RouterOptions;
+use crate::providers::{tokens, Usage};
+use crate::store::outbox::Outbox;
+use crate::store::{AttemptRecord, Event, RequestRecord};
+use crate::telemetry::names;
+
+pub struct Draft {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub started: Instant,
+    pub requested_model: String,
+    pub route: Option<String>,
+    pub options: RouterOptions,
+    pub eligible_models: Vec<String>,
+    pub policy_version: Option<String>,
+    pub propensity: Option<f64>,
+    pub features: Option<Vec<f64>>,
+    pub decision: Option<Value>,
+    pub stream: bool,
+    pub chain: Vec<AttemptRecord>,
+    /// Kept only when usage must be counted locally (no upstream usage).
+    pub messages: Option<Value>,
+}
+
+/// How the request ended.
+pub struct Ending<'a> {
+    pub model: Option<&'a ModelEntry>,
+    pub usage: Option<Usage>,
+    /// The answer's text, for local counting when `usage` is `None`.
+    pub completion_text: &'a str,
+    pub ttft_ms: Option<f64>,
+    pub status_code: u16,
+    pub error_kind: Option<&'a str>,
+}
+
+impl Draft {
+    pub fn finish(self, end: Ending<'_>, outbox: &Outbox) {
+        let latency = self.started.elapsed();
+        let ok = end.error_kind.is_none();
+        let usage = match (end.usage, end.model, ok) {
+            (Some(u), _, _) => Some(u),
+            (None, Some(_), true) => Some(tokens::estimate(self.messages.as_ref(), end.completion_text)),
+            _ => None,
+        };
+        let cost = match (end.model, usage) {
+            (Some(m), Some(u)) => m.prices.cost_usd(&u),
+            _ => 0.0,
+        };
+        let model_name = end.model.map(|m| m.name.as_str().to_owned());
+        let provider = end.model.map(|m| m.provider.name.clone());
+        let labels = [
+            ("route", self.route.clone().unwrap_or_else(|| "-".into())),
+            ("model", model_name.clone().unwrap_or_else(|| "-".into())),
+            ("status", status_class(end.status_code).to_owned()),
+        ];
+        metrics::counter!(names::REQUESTS, &labels).increment(1);
+        metrics::histogram!(names::REQUEST_LATENCY, &labels).record(latency.as_secs_f64());
+        if let (Some(m), Some(u)) = (end.model, usage) {
+            let l = [("model", m.name.as_str().to_owned())];
+            metrics::counter!(names::TOKENS, &l).increment(u64::from(u.total()));
+            metrics::counter!(names::COST_USD, &l).increment((cost * 1e6) as u64);
+        }
+        if let Some(t) = end.ttft_ms {
+            metrics::histogram!(names::TTFT, &labels[..2]).record(t / 1000.0);
+        }
+        let record = RequestRecord {
+            id: self.id,
+            created_at: self.created_at,
+            api_key_id: None,
+            tenant: None,
+            route: self.route,
+            tier: self.options.tier,
+            user_id: self.options.user,
+            requested_model: self.requested_model,
+            model: model_name,
+            provider,
+            eligible_models: self.eligible_models,
+            policy_version: self.policy_version,
+            propensity: self.propensity,
+            features: self.features,
+            decision: self.decision,
+            stream: self.stream,
+            prompt_tokens: usage.map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
+            completion_tokens: usage.map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
+            tokens_counted_locally: usage.is_some_and(|u| u.counted_locally),
+            cost_usd: cost,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            ttft_ms: end.ttft_ms,
+            ok,
+            status_code: i32::from(end.status_code),
+            error_kind: end.error_kind.map(str::to_owned),
+            attempts: i32::try_from(self.chain.len()).unwrap_or(i32::MAX),
+            fallback_chain: self.chain,
+            cache_hit: false,
+            tags: (!self.options.tags.is_empty()).then(|| serde_json::json!(self.options.tags)),
+        };
+        outbox.send(Event::Request(Box::new(record)));
+    }
+}
+
+fn status_class(code: u16) -> &'static str {
+    match code {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,332 @@
+//! One chat completion from parsed body to answer: validation, resolution,
+//! decision, attempts, and the hand-off to the outcome recorder.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use super::attempt::{Answer, Attempts, Failure};
+use super::catalog::Target;
+use super::decide::{decide_static, Decision};
+use super::eligible::eligible;
+use super::options::{Needs, RouterOptions};
+use super::outcome::{Draft, Ending};
+use super::recent::DecisionMemo;
+use super::stream::{client_stream, StreamParts};
+use super::Gateway;
+use crate::domain::RequestId;
+use crate::error::ApiError;
+use crate::providers::UpstreamError;
+
+/// What was decided, for the response headers (also on errors).
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub request_id: String,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub policy_version: Option<String>,
+}
+
+pub enum ChatReply {
+    Complete(Value),
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>),
+}
+
+pub struct Routed {
+    pub meta: Meta,
+    pub reply: Result<ChatReply, ApiError>,
+}
+
+pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &HeaderMap) -> Routed {
+    let request_id = RequestId::generate();
+    let mut meta = Meta {
+        request_id: request_id.to_string(),
+        ..Meta::default()
+    };
+    let reply = run(&gw, &mut body, headers, &mut meta).await;
+    Routed { meta, reply }
+}
+
+struct Checked {
+    requested: String,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn check(body: &Map<String, Value>) -> Result<Checked, ApiError> {
+    let requested = match body.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_request("invalid_type", "`model` must be a non-empty string")
+                .with_param("model"))
+        }
+        None => {
+            return Err(ApiError::bad_request("missing_required_parameter", "`model` is required")
+                .with_param("model"))
+        }
+    };
+    match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => {
+            if m.iter().any(|x| x.get("role").and_then(Value::as_str).is_none()) {
+                return Err(ApiError::bad_request(
+                    "invalid_type",
+                    "every item of `messages` must be an object with a string `role`",
+                )
+                .with_param("messages"));
+            }
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request("invalid_value", "`messages` must not be empty")
+                .with_param("messages"))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request("invalid_type", "`messages` must be an array")
+                .with_param("messages"))
+        }
+        None => {
+            return Err(ApiError::bad_request("missing_required_parameter", "`messages` is required")
+                .with_param("messages"))
+        }
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::bad_request("invalid_type", "`stream` must be a boolean")
+                .with_param("stream"))
+        }
+    };
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Checked {
+        requested,
+        stream,
+        include_usage,
+    })
+}
+
+async fn run(
+    gw: &Arc<Gateway>,
+    body: &mut Map<String, Value>,
+    headers: &HeaderMap,
+    meta: &mut Meta,
+) -> Result<ChatReply, ApiError> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + gw.request_timeout;
+    let checked = check(body)?;
+    let options = RouterOptions::extract(body, headers)?;
+    let target = gw
+        .catalog
+        .resolve(&checked.requested)
+        .ok_or_else(|| ApiError::model_not_found(&checked.requested))?;
+
+    let (decision, route_index, eligible_names) = match target {
+        Target::Model(m) => (
+            Decision {
+                ranking: vec![m.index],
+                propensity: 1.0,
+                policy_version: "direct".into(),
+                features: None,
+                receipt: serde_json::json!({"policy": "direct"}),
+            },
+            None,
+            vec![m.name.as_str().to_owned()],
+        ),
+        Target::Route(route) => {
+            meta.route = Some(route.name.as_str().to_owned());
+            let needs = Needs::of(body);
+            let el = eligible(&gw.catalog, route, &gw.breakers, &options, &needs, Instant::now());
+            if el.models.is_empty() {
+                return Err(no_eligible_model(route.name.as_str(), &el.excluded));
+            }
+            let mut d = decide_static(route, &el.models);
+            if let Value::Object(r) = &mut d.receipt {
+                r.insert("excluded".into(), serde_json::json!(el.excluded));
+            }
+            let names = el
+                .models
+                .iter()
+                .map(|&i| gw.catalog.models[i].name.as_str().to_owned())
+                .collect();
+            let route_index = gw.catalog.routes.iter().position(|r| r.name == route.name);
+            (d, route_index, names)
+        }
+    };
+    meta.policy_version = Some(decision.policy_version.clone());
+    meta.model = decision
+        .ranking
+        .first()
+        .map(|&i| gw.catalog.models[i].name.as_str().to_owned());
+    gw.remember(
+        &meta.request_id,
+        DecisionMemo {
+            route: route_index,
+            model: decision.ranking.first().copied(),
+            features: decision.features.clone().map(Arc::from),
+        },
+    );
+
+    let mut draft = Draft {
+        id: meta.request_id.clone(),
+        created_at: chrono::Utc::now(),
+        started,
+        requested_model: checked.requested.clone(),
+        route: meta.route.clone(),
+        options,
+        eligible_models: eligible_names,
+        policy_version: Some(decision.policy_version.clone()),
+        propensity: Some(decision.propensity),
+        features: decision.features.clone(),
+        decision: Some(decision.receipt.clone()),
+        stream: checked.stream,
+        chain: Vec::new(),
+        messages: body.get("messages").cloned(),
+    };
+    let attempts = Attempts {
+        catalog: &gw.catalog,
+        breakers: &gw.breakers,
+        resilience: &gw.resilience,
+    };
+    let answer = attempts
+        .run(&decision.ranking, body, checked.stream, deadline, &mut draft.chain)
+        .await;
+    match answer {
+        Ok(Answer::Complete { model, mut body, usage }) => {
+            let entry = &gw.catalog.models[model];
+            meta.model = Some(entry.name.as_str().to_owned());
+            if let Value::Object(o) = &mut body {
+                o.insert("id".into(), Value::String(meta.request_id.clone()));
+                o.insert("model".into(), Value::String(entry.name.as_str().to_owned()));
+            }
+            let text = completion_text(&body);
+            draft.finish(
+                Ending {
+                    model: Some(entry),
+                    usage,
+                    completion_text: &text,
+                    ttft_ms: None,
+                    status_code: 200,
+                    error_kind: None,
+                },
+                &gw.outbox,
+            );
+            gw.learn_outcome(model, &meta.request_id, true);
+            Ok(ChatReply::Complete(body))
+        }
+        Ok(Answer::Stream { model, first, rest, ttft }) => {
+            meta.model = Some(gw.catalog.models[model].name.as_str().to_owned());
+            let parts = StreamParts {
+                gateway: gw.clone(),
+                model,
+                request_id: meta.request_id.clone(),
+                include_usage: checked.include_usage,
+                ttft_ms: ttft.as_secs_f64() * 1000.0,
+            };
+            Ok(ChatReply::Stream(Box::pin(client_stream(parts, draft, first, rest))))
+        }
+        Err(failure) => {
+            let err = failure_to_api(&failure);
+            let last_model = draft
+                .chain
+                .last()
+                .and_then(|a| gw.catalog.model(&a.model));
+            if let Some(m) = last_model {
+                meta.model = Some(m.name.as_str().to_owned());
+            }
+            draft.finish(
+                Ending {
+                    model: last_model,
+                    usage: None,
+                    completion_text: "",
+                    ttft_ms: None,
+                    status_code: err.status.as_u16(),
+                    error_kind: Some(failure_kind(&failure)),
+                },
+                &gw.outbox,
+            );
+            if let Some(m) = last_model {
+                gw.learn_outcome(m.index, &meta.request_id, false);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn no_eligible_model(route: &str, excluded: &[super::eligible::Exclusion]) -> ApiError {
+    let reasons: Vec<String> = excluded
+        .iter()
+        .map(|e| format!("{}: {}", e.model, e.reason))
+        .collect();
+    let msg = format!(
+        "No model on route `{route}` can serve this request ({}).",
+        reasons.join("; ")
+    );
+    if excluded.iter().all(|e| e.reason == "circuit open") {
+        ApiError::unavailable("no_available_model", msg)
+    } else {
+        ApiError::bad_request("no_eligible_model", msg)
+    }
+}
+
+fn failure_kind(f: &Failure) -> &'static str {
+    match f {
+        Failure::Client(e) | Failure::Exhausted(e) => e.kind.as_str(),
+        Failure::Deadline => "deadline",
+        Failure::NoneAvailable => "no_available_model",
+    }
+}
+
+fn failure_to_api(f: &Failure) -> ApiError {
+    match f {
+        Failure::Client(e) => client_fault(e),
+        Failure::Deadline => ApiError::timeout("The request's deadline passed before any model answered."),
+        Failure::NoneAvailable => ApiError::unavailable(
+            "no_available_model",
+            "Every model this request may use is temporarily unavailable (circuit open).",
+        ),
+        Failure::Exhausted(e) => {
+            let msg = format!("Every model tried failed; the last said: {}", e.message);
+            match e.kind {
+                crate::providers::FailureKind::RateLimited | crate::providers::FailureKind::Overloaded => {
+                    let mut err = ApiError::unavailable("upstream_unavailable", msg);
+                    err.retry_after_s = e.retry_after.map(|d| d.as_secs().max(1));
+                    err
+                }
+                _ => ApiError::bad_gateway(msg),
+            }
+        }
+    }
+}
+
+fn client_fault(e: &UpstreamError) -> ApiError {
+    let msg = format!("The upstream refused the request: {}", e.message);
+    if e.kind == crate::providers::FailureKind::TooLarge {
+        ApiError {
+            status: http::StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::bad_request("upstream_rejected", msg)
+        }
+    } else {
+        ApiError::bad_request("upstream_rejected", msg)
+    }
+}
+
+fn completion_text(body: &Value) -> String {
+    let mut out = String::new();
+    if let Some(Value::Array(choices)) = body.get("choices") {
+        for c in choices {
+            if let Some(Value::String(t)) = c.pointer("/message/content") {
+                out.push_str(t);
+            }
+        }
+    }
+    out
+}

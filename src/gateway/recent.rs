@@ -1,0 +1,42 @@
+//! Recent decisions, kept in memory by request id so that feedback can be
+//! checked and joined to its decision without a database round trip.
+//! Bounded in count and age; older feedback falls back to the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+/// What feedback needs to teach the policy about one decision.
+#[derive(Debug, Clone)]
+pub struct DecisionMemo {
+    /// Index of the route in the catalog; `None` for a direct model request.
+    pub route: Option<usize>,
+    /// Catalog index of the model that answered (or was last tried).
+    pub model: Option<usize>,
+    pub features: Option<Arc<[f64]>>,
+}
+
+#[derive(Clone)]
+pub struct RecentDecisions {
+    cache: Cache<String, Arc<DecisionMemo>>,
+}
+
+impl RecentDecisions {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    pub fn insert(&self, request_id: &str, memo: DecisionMemo) {
+        self.cache.insert(request_id.to_owned(), Arc::new(memo));
+    }
+
+    pub fn get(&self, request_id: &str) -> Option<Arc<DecisionMemo>> {
+        self.cache.get(request_id)
+    }
+}

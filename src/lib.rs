@@ -1,0 +1,14 @@
+//! switchboard: a learned LLM router. See `docs/ARCHITECTURE.md`.
+//!
+//! The tree follows the request path: `api` → `gateway` → `features` →
+//! `bandit` → `providers` → `store`.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod providers;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

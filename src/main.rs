@@ -1,0 +1,85 @@
+//! The `switchboard` command line (DESIGN.md, "Command line").
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use switchboard::config::{self, Env};
+use switchboard::startup;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A learned LLM router")]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
+    Migrate,
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    switchboard::telemetry::init_tracing(cli.json_logs);
+    let env: Env = std::env::vars().collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, env)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, env: Env) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let config = config::load(config.as_deref(), &env)?;
+            let running = startup::start(config, &env).await?;
+            startup::shutdown_signal().await;
+            tracing::info!("Shutting down: finishing in-flight requests and flushing events.");
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::Migrate => {
+            let url = startup::database_url(&env);
+            let store = switchboard::store::Store::connect_lazy(&url)?;
+            store.migrate().await?;
+            println!("migrations applied to {}", switchboard::store::redact_url(&url));
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let c = config::load(config.as_deref(), &env)?;
+            println!(
+                "configuration is valid: {} providers, {} models, {} routes",
+                c.providers.len(),
+                c.models.len(),
+                c.routes.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The composition root: store, outbox writer, providers, gateway, router,
+//! listener and graceful shutdown. `main` and the tests both call `start`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, Env};
+use crate::gateway::Gateway;
+use crate::providers::tokens;
+use crate::store::outbox::outbox;
+use crate::store::{redact_url, Store, DEFAULT_SQLITE_URL};
+
+/// A running router.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app
+/// a test process starts).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(crate::telemetry::install_metrics).clone()
+}
+
+/// The database URL from the environment, or the embedded SQLite file.
+pub fn database_url(env: &Env) -> String {
+    env.get("DATABASE_URL")
+        .filter(|u| !u.is_empty())
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_SQLITE_URL.to_owned())
+}
+
+/// Connects and migrates the store, builds the gateway and starts serving
+/// on `config.server.listen` (port 0 picks a free one).
+pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
+    let url = database_url(env);
+    let store = Store::connect_lazy(&url)
+        .with_context(|| format!("opening the database {}", redact_url(&url)))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("applying migrations to {}", redact_url(&url)))?;
+    tokio::task::spawn_blocking(tokens::warm_up);
+
+    let (outbox, writer) = outbox(store.clone(), &config.store);
+    let (stop, stop_rx) = watch::channel(false);
+    let writer = tokio::spawn(writer.run(stop_rx.clone()));
+
+    let gateway = Arc::new(Gateway::build(&config, env, store, outbox).context("building the gateway")?);
+    let state = AppState {
+        gateway: gateway.clone(),
+        metrics: metrics_handle(),
+    };
+    let app = api::router(state, config.server.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let mut server_stop = stop_rx;
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "The HTTP server failed.");
+        }
+    });
+    tracing::info!(%addr, database = gateway.store.backend(), "switchboard is listening.");
+    Ok(Running {
+        addr,
+        gateway,
+        stop,
+        server,
+        writer,
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace
+    /// period), then drains the outbox into the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(self.grace, self.server).await.is_err() {
+            tracing::warn!("In-flight requests outlived the shutdown grace period.");
+        }
+        if tokio::time::timeout(self.grace, self.writer).await.is_err() {
+            tracing::error!("The outbox did not drain within the grace period.");
+        }
+        self.gateway.store.close().await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,135 @@
+//! Multi-row inserts for a batch of events, one transaction per batch.
+//! Written once, generic over the backend, so Postgres and SQLite run the
+//! same statements (built with `QueryBuilder::push_bind`, never `format!`).
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::records::{Event, FeedbackRecord, RequestRecord};
+
+/// Rows per statement: keeps bind parameters under SQLite's and Postgres's limits.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Splits a batch into its request rows and feedback rows, in order.
+pub(super) fn split(events: &[Event]) -> (Vec<&RequestRecord>, Vec<&FeedbackRecord>) {
+    let mut requests = Vec::new();
+    let mut feedback = Vec::new();
+    for e in events {
+        match e {
+            Event::Request(r) => requests.push(r.as_ref()),
+            Event::Feedback(f) => feedback.push(f),
+        }
+    }
+    (requests, feedback)
+}
+
+/// `INSERT INTO requests ... VALUES (...), (...) ON CONFLICT (id) DO NOTHING`.
+pub(super) fn insert_requests<'a, DB>(rows: &[&RequestRecord]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<serde_json::Value>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Json<serde_json::Value>>: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::<DB>::new(
+        "INSERT INTO requests (id, created_at, api_key_id, tenant, route, tier, user_id, \
+         requested_model, model, provider, eligible_models, policy_version, propensity, \
+         features, decision, stream, prompt_tokens, completion_tokens, \
+         tokens_counted_locally, cost_usd, latency_ms, ttft_ms, status, status_code, \
+         error_kind, fallback_chain, attempts, cache_hit, tags) ",
+    );
+    qb.push_values(rows.iter().copied(), |mut row, r| {
+        row.push_bind(r.id.clone())
+            .push_bind(r.created_at)
+            .push_bind(r.api_key_id.clone())
+            .push_bind(r.tenant.clone())
+            .push_bind(r.route.clone())
+            .push_bind(r.tier.clone())
+            .push_bind(r.user_id.clone())
+            .push_bind(r.requested_model.clone())
+            .push_bind(r.model.clone())
+            .push_bind(r.provider.clone())
+            .push_bind(Json(serde_json::json!(r.eligible_models)))
+            .push_bind(r.policy_version.clone())
+            .push_bind(r.propensity)
+            .push_bind(r.features.as_ref().map(|f| Json(serde_json::json!(f))))
+            .push_bind(r.decision.clone().map(Json))
+            .push_bind(r.stream)
+            .push_bind(r.prompt_tokens)
+            .push_bind(r.completion_tokens)
+            .push_bind(r.tokens_counted_locally)
+            .push_bind(r.cost_usd)
+            .push_bind(r.latency_ms)
+            .push_bind(r.ttft_ms)
+            .push_bind(r.status().to_owned())
+            .push_bind(r.status_code)
+            .push_bind(r.error_kind.clone())
+            .push_bind(Json(serde_json::json!(r.fallback_chain)))
+            .push_bind(r.attempts)
+            .push_bind(r.cache_hit)
+            .push_bind(r.tags.clone().map(Json));
+    });
+    qb.push(" ON CONFLICT (id) DO NOTHING");
+    qb
+}
+
+/// `INSERT INTO feedback ... ON CONFLICT (feedback_id) DO NOTHING`: a
+/// repeated idempotency key is accepted and stored once.
+pub(super) fn insert_feedback<'a, DB>(rows: &[&FeedbackRecord]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<serde_json::Value>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Json<serde_json::Value>>: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::<DB>::new(
+        "INSERT INTO feedback (request_id, created_at, metric, value, source, comment, feedback_id) ",
+    );
+    qb.push_values(rows.iter().copied(), |mut row, f| {
+        row.push_bind(f.request_id.clone())
+            .push_bind(f.created_at)
+            .push_bind(f.metric.clone())
+            .push_bind(f.value)
+            .push_bind(f.source.clone())
+            .push_bind(f.comment.clone())
+            .push_bind(f.feedback_id.clone());
+    });
+    qb.push(" ON CONFLICT (feedback_id) DO NOTHING");
+    qb
+}
+
+/// Writes a batch in one transaction on a concrete pool (the generic
+/// builders above produce the statements).
+macro_rules! write_events {
+    ($pool:expr, $db:ty, $events:expr) => {{
+        let (requests, feedback) = $crate::store::batch::split($events);
+        let mut tx = $pool.begin().await?;
+        // Requests first: feedback in the same batch may refer to them.
+        for chunk in requests.chunks($crate::store::batch::ROWS_PER_STATEMENT) {
+            let mut qb = $crate::store::batch::insert_requests::<$db>(chunk);
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in feedback.chunks($crate::store::batch::ROWS_PER_STATEMENT) {
+            let mut qb = $crate::store::batch::insert_feedback::<$db>(chunk);
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }};
+}
+pub(super) use write_events;

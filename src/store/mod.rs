@@ -1,0 +1,123 @@
+//! Persistence: all SQL lives here. Postgres is the system of record; SQLite
+//! is the embedded default for one machine. Knows nothing of axum or of the
+//! gateway; callers hand it plain records.
+
+mod batch;
+pub mod outbox;
+pub mod records;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use records::{AttemptRecord, Event, FeedbackRecord, RequestRecord};
+
+/// The embedded database used when `DATABASE_URL` is unset.
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://switchboard.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported DATABASE_URL scheme in {0:?}: use postgres:// or sqlite://")]
+    Scheme(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connection pool to one of the two backends.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Connects lazily: a database that is down does not stop the router from
+    /// starting (events wait in the outbox and readiness reports it).
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(opts);
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_lazy_with(opts);
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(StoreError::Scheme(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?,
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?,
+        }
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction; replaying a batch is harmless
+    /// (request ids and feedback ids are unique, duplicates are skipped).
+    pub async fn write_batch(&self, events: &[Event]) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => batch::write_events!(pool, sqlx::Postgres, events),
+            Store::Sqlite(pool) => batch::write_events!(pool, sqlx::Sqlite, events),
+        }
+    }
+
+    pub async fn request_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) FROM requests WHERE id = $1";
+        let n: i64 = match self {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?,
+        };
+        Ok(n > 0)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Hides the password of a database URL before it reaches a log or an error.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable url>".into(),
+    }
+}

@@ -1,0 +1,202 @@
+//! The outbox: the request path hands events to a bounded channel and moves
+//! on; one background task writes them in batches. When the database fails,
+//! batches spill to an append-only JSONL file that is replayed once the
+//! database answers again. Replays are idempotent (unique ids).
+//!
+//! Invariant: `Outbox::send` never awaits and never touches the network.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::records::Event;
+use super::{Store, StoreError};
+use crate::config::StoreConfig;
+use crate::telemetry::names;
+
+/// The sending half, cheap to clone, held by the request path.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Event>,
+    spill: Arc<Spill>,
+}
+
+impl Outbox {
+    /// Queues an event. When the queue is full the event goes straight to the
+    /// spill file (a short buffered append, no fsync) rather than being lost.
+    pub fn send(&self, event: Event) {
+        metrics::gauge!(names::OUTBOX_DEPTH)
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event))
+            | Err(mpsc::error::TrySendError::Closed(event)) => {
+                if let Err(e) = self.spill.append(std::slice::from_ref(&event)) {
+                    metrics::counter!(names::EVENTS_DROPPED).increment(1);
+                    tracing::error!(error = %e, "An event could not be queued nor spilled and is lost.");
+                }
+            }
+        }
+    }
+}
+
+/// The background writer; run it with `tokio::spawn(writer.run(shutdown))`.
+pub struct OutboxWriter {
+    rx: mpsc::Receiver<Event>,
+    store: Store,
+    spill: Arc<Spill>,
+    batch_size: usize,
+    replay_every: Duration,
+}
+
+pub fn outbox(store: Store, cfg: &StoreConfig) -> (Outbox, OutboxWriter) {
+    let (tx, rx) = mpsc::channel(cfg.outbox_capacity);
+    let spill = Arc::new(Spill::new(PathBuf::from(&cfg.spill_path)));
+    let writer = OutboxWriter {
+        rx,
+        store,
+        spill: spill.clone(),
+        batch_size: cfg.batch_size,
+        replay_every: Duration::from_millis(cfg.flush_interval_ms.max(1) * 25),
+    };
+    (Outbox { tx, spill }, writer)
+}
+
+impl OutboxWriter {
+    /// Writes until `shutdown` turns true, then drains what is queued.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut buf = Vec::with_capacity(self.batch_size);
+        let mut replay = tokio::time::interval(self.replay_every);
+        replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut buf, self.batch_size) => {
+                    if n == 0 { break; }
+                    self.flush(&mut buf).await;
+                }
+                _ = replay.tick() => self.replay_spill().await,
+                _ = shutdown.changed() => {
+                    self.rx.close();
+                    while self.rx.recv_many(&mut buf, self.batch_size).await > 0 {
+                        self.flush(&mut buf).await;
+                    }
+                    break;
+                }
+            }
+        }
+        self.replay_spill().await;
+        tracing::info!("The outbox is drained.");
+    }
+
+    async fn flush(&mut self, buf: &mut Vec<Event>) {
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=3 {
+            match self.store.write_batch(buf).await {
+                Ok(()) => {
+                    metrics::counter!(names::EVENTS_WRITTEN).increment(buf.len() as u64);
+                    metrics::histogram!(names::OUTBOX_BATCH_SIZE).record(buf.len() as f64);
+                    buf.clear();
+                    return;
+                }
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, attempt, "Writing a batch of events failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = buf.len(), "The database is unreachable; spilling events to disk.");
+                }
+            }
+        }
+        if let Err(e) = self.spill.append(buf) {
+            metrics::counter!(names::EVENTS_DROPPED).increment(buf.len() as u64);
+            tracing::error!(error = %e, events = buf.len(), "Spilling events failed; they are lost.");
+        }
+        buf.clear();
+    }
+
+    async fn replay_spill(&mut self) {
+        match self.spill.take_pending() {
+            Ok(None) => {}
+            Ok(Some(pending)) => match replay_file(&self.store, &pending, self.batch_size).await {
+                Ok(n) => {
+                    let _ = std::fs::remove_file(&pending);
+                    tracing::info!(events = n, "Replayed spilled events into the database.");
+                }
+                Err(e) => tracing::warn!(error = %e, "Replaying spilled events failed; will retry."),
+            },
+            Err(e) => tracing::warn!(error = %e, "Reading the spill file failed."),
+        }
+    }
+}
+
+async fn replay_file(store: &Store, path: &Path, batch_size: usize) -> Result<usize, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?;
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut total = 0;
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?;
+        // A torn last line (crash mid-append) is skipped, not fatal.
+        if let Ok(event) = serde_json::from_str::<Event>(&line) {
+            batch.push(event);
+        }
+        if batch.len() == batch_size {
+            store.write_batch(&batch).await?;
+            total += batch.len();
+            batch.clear();
+        }
+    }
+    store.write_batch(&batch).await?;
+    Ok(total + batch.len())
+}
+
+/// The append-only spill file. `pending` is the file being replayed; a crash
+/// mid-replay leaves it in place and the next replay finishes it.
+struct Spill {
+    path: PathBuf,
+    pending: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl Spill {
+    fn new(path: PathBuf) -> Self {
+        let mut pending = path.clone().into_os_string();
+        pending.push(".replaying");
+        Self {
+            path,
+            pending: PathBuf::from(pending),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn append(&self, events: &[Event]) -> std::io::Result<()> {
+        let mut text = String::new();
+        for e in events {
+            text.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        let _guard = self.lock.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        metrics::counter!(names::EVENTS_SPILLED).increment(events.len() as u64);
+        Ok(())
+    }
+
+    /// Moves the spill file aside for replay, unless a replay is unfinished.
+    fn take_pending(&self) -> std::io::Result<Option<PathBuf>> {
+        let _guard = self.lock.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        if self.pending.exists() {
+            return Ok(Some(self.pending.clone()));
+        }
+        if self.path.exists() {
+            std::fs::rename(&self.path, &self.pending)?;
+            return Ok(Some(self.pending.clone()));
+        }
+        Ok(None)
+    }
+}

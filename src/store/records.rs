@@ -1,0 +1,80 @@
+//! The rows the router writes: plain data, serialisable so that events can
+//! spill to a file and be replayed byte-for-byte later.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One model tried while serving a request, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub model: String,
+    /// `None` when this attempt answered; otherwise the error kind.
+    pub error: Option<String>,
+    pub status: Option<u16>,
+}
+
+/// Everything the router knows about one request once it has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub api_key_id: Option<String>,
+    pub tenant: Option<String>,
+    pub route: Option<String>,
+    pub tier: Option<String>,
+    pub user_id: Option<String>,
+    pub requested_model: String,
+    /// The model that answered (or was last tried).
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub eligible_models: Vec<String>,
+    pub policy_version: Option<String>,
+    pub propensity: Option<f64>,
+    pub features: Option<Vec<f64>>,
+    /// The decision receipt: why this model.
+    pub decision: Option<serde_json::Value>,
+    pub stream: bool,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub tokens_counted_locally: bool,
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub ok: bool,
+    pub status_code: i32,
+    pub error_kind: Option<String>,
+    pub fallback_chain: Vec<AttemptRecord>,
+    pub attempts: i32,
+    pub cache_hit: bool,
+    pub tags: Option<serde_json::Value>,
+}
+
+impl RequestRecord {
+    pub fn status(&self) -> &'static str {
+        if self.ok {
+            "ok"
+        } else {
+            "error"
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    pub request_id: String,
+    pub created_at: DateTime<Utc>,
+    pub metric: String,
+    /// Already validated to [0, 1] at the edge.
+    pub value: f64,
+    pub source: Option<String>,
+    pub comment: Option<String>,
+    pub feedback_id: Option<String>,
+}
+
+/// What the outbox carries to the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Request(Box<RequestRecord>),
+    Feedback(FeedbackRecord),
+}
