@@ -36,6 +36,11 @@ impl RecentDecisions {
         self.cache.insert(request_id.to_owned(), Arc::new(memo));
     }
 
+    /// Forgets everything (as a restart would).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
     pub fn get(&self, request_id: &str) -> Option<Arc<DecisionMemo>> {
         self.cache.get(request_id)
     }

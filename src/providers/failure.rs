@@ -134,3 +134,35 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
 }
+
+impl From<super::error_kind::ErrorKind> for FailureKind {
+    fn from(k: super::error_kind::ErrorKind) -> Self {
+        use super::error_kind::ErrorKind as K;
+        match k {
+            K::InvalidRequest => FailureKind::InvalidRequest,
+            K::Auth => FailureKind::Auth,
+            K::NotFound => FailureKind::NotFound,
+            K::TooLarge => FailureKind::TooLarge,
+            K::RateLimited => FailureKind::RateLimited,
+            K::Overloaded => FailureKind::Overloaded,
+            K::Server => FailureKind::Server,
+            K::Other => FailureKind::Protocol,
+        }
+    }
+}
+
+impl UpstreamError {
+    /// An HTTP error response, classified by the provider's own rules.
+    pub fn from_info(
+        info: super::error_kind::UpstreamErrorInfo,
+        status: u16,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self {
+            kind: info.kind.into(),
+            status: Some(status),
+            message: info.message,
+            retry_after,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! `SecretString` and never logged, stored or returned.
 
 pub mod anthropic;
+pub mod error_kind;
 mod failure;
 pub mod openai;
 pub mod pricing;

@@ -5,6 +5,7 @@
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
+use super::error_kind::classify_openai_error;
 use super::failure::retry_after;
 use super::sse::SseParser;
 use super::{read_error_body, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
@@ -66,20 +67,7 @@ pub(super) async fn error_from_response(resp: reqwest::Response) -> UpstreamErro
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());
     let body = read_error_body(resp).await;
-    let message = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
-    UpstreamError {
-        kind: FailureKind::from_status(status),
-        status: Some(status),
-        message,
-        retry_after: retry,
-    }
+    UpstreamError::from_info(classify_openai_error(status, &body), status, retry)
 }
 
 /// SSE bytes -> chunks. Ends cleanly only on `data: [DONE]`; a stream that

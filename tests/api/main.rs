@@ -1,0 +1,13 @@
+//! Integration tests: the real app on a random port, a fresh database per
+//! test, and mock upstreams that speak the real wire formats. One binary for
+//! all of them keeps link time down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod chat;
+mod cli;
+mod errors;
+mod feedback;
+mod helpers;
+mod mock;
+mod resilience;
+mod sqlite;
