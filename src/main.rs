@@ -38,7 +38,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     switchboard::telemetry::init_tracing(cli.json_logs);
     let env: Env = std::env::vars().collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -68,7 +71,10 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;
             store.migrate().await?;
-            println!("migrations applied to {}", switchboard::store::redact_url(&url));
+            println!(
+                "migrations applied to {}",
+                switchboard::store::redact_url(&url)
+            );
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -31,7 +31,9 @@ pub struct Running {
 /// a test process starts).
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE.get_or_init(crate::telemetry::install_metrics).clone()
+    HANDLE
+        .get_or_init(crate::telemetry::install_metrics)
+        .clone()
 }
 
 /// The database URL from the environment, or the embedded SQLite file.
@@ -58,7 +60,8 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let writer = tokio::spawn(writer.run(stop_rx.clone()));
 
-    let gateway = Arc::new(Gateway::build(&config, env, store, outbox).context("building the gateway")?);
+    let gateway =
+        Arc::new(Gateway::build(&config, env, store, outbox).context("building the gateway")?);
     let state = AppState {
         gateway: gateway.clone(),
         metrics: metrics_handle(),

@@ -40,27 +40,28 @@ pub async fn post_feedback(
 }
 
 fn parse(b: FeedbackBody) -> Result<FeedbackInput, ApiError> {
-    let request_id = RequestId::parse(&b.request_id)
-        .map_err(|e| ApiError::bad_request("invalid_value", e.to_string()).with_param("request_id"))?;
-    let value = match (b.score, b.thumbs.as_deref()) {
-        (Some(s), None) => Reward::new(s)
-            .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()).with_param("score"))?,
-        (None, Some("up")) => Reward::ONE,
-        (None, Some("down")) => Reward::ZERO,
-        (None, Some(other)) => {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
-                format!("`thumbs` must be \"up\" or \"down\", got {other:?}"),
-            )
-            .with_param("thumbs"))
-        }
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(ApiError::unprocessable(
+    let request_id = RequestId::parse(&b.request_id).map_err(|e| {
+        ApiError::bad_request("invalid_value", e.to_string()).with_param("request_id")
+    })?;
+    let value =
+        match (b.score, b.thumbs.as_deref()) {
+            (Some(s), None) => Reward::new(s).map_err(|e| {
+                ApiError::unprocessable("invalid_value", e.to_string()).with_param("score")
+            })?,
+            (None, Some("up")) => Reward::ONE,
+            (None, Some("down")) => Reward::ZERO,
+            (None, Some(other)) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_value",
+                    format!("`thumbs` must be \"up\" or \"down\", got {other:?}"),
+                )
+                .with_param("thumbs"))
+            }
+            (Some(_), Some(_)) | (None, None) => return Err(ApiError::unprocessable(
                 "invalid_value",
                 "give exactly one of `score` (a number in [0, 1]) or `thumbs` (\"up\" or \"down\")",
-            ))
-        }
-    };
+            )),
+        };
     let metric = b.metric.unwrap_or_else(|| "quality".into());
     let short = |name: &'static str, v: &Option<String>, max: usize| -> Result<(), ApiError> {
         match v {
@@ -77,7 +78,10 @@ fn parse(b: FeedbackBody) -> Result<FeedbackInput, ApiError> {
     short("source", &b.source, 64)?;
     short("comment", &b.comment, 8192)?;
     if metric.is_empty() {
-        return Err(ApiError::unprocessable("invalid_value", "`metric` must not be empty").with_param("metric"));
+        return Err(
+            ApiError::unprocessable("invalid_value", "`metric` must not be empty")
+                .with_param("metric"),
+        );
     }
     Ok(FeedbackInput {
         request_id,

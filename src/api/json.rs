@@ -30,7 +30,10 @@ where
         })?;
         let value = serde_json::from_slice(&bytes).map_err(|e| {
             if e.is_data() {
-                ApiError::bad_request("invalid_type", format!("The request body has the wrong shape: {e}"))
+                ApiError::bad_request(
+                    "invalid_type",
+                    format!("The request body has the wrong shape: {e}"),
+                )
             } else {
                 ApiError::invalid_json(e)
             }

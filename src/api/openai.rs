@@ -23,7 +23,10 @@ pub async fn chat_completions(
         Ok(ChatReply::Stream(stream)) => {
             let mut r = Response::new(Body::from_stream(stream));
             let h = r.headers_mut();
-            h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+            h.insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
             h.insert("cache-control", HeaderValue::from_static("no-cache"));
             r
         }
@@ -63,7 +66,11 @@ pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
         })
         .collect();
     data.extend(catalog.routes.iter().map(|r| {
-        let models: Vec<&str> = r.arms.iter().map(|&i| catalog.models[i].name.as_str()).collect();
+        let models: Vec<&str> = r
+            .arms
+            .iter()
+            .map(|&i| catalog.models[i].name.as_str())
+            .collect();
         json!({
             "id": r.name.as_str(),
             "object": "model",

@@ -125,8 +125,13 @@ models = ["small", "large"]
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = err(&format!("{BASE}\n[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n"));
-        assert!(e.starts_with("test.toml: server.listen_port: unknown field `listen_port`"), "{e}");
+        let e = err(&format!(
+            "{BASE}\n[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n"
+        ));
+        assert!(
+            e.starts_with("test.toml: server.listen_port: unknown field `listen_port`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
     if c.server.listen.parse::<SocketAddr>().is_err() {
         return bad(
             "server.listen".into(),
-            format!("{:?} is not an address like 127.0.0.1:8080", c.server.listen),
+            format!(
+                "{:?} is not an address like 127.0.0.1:8080",
+                c.server.listen
+            ),
         );
     }
     if c.server.max_body_bytes == 0 {

@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use super::catalog::Catalog;
 use super::breaker::Breakers;
+use super::catalog::Catalog;
 use crate::config::ResilienceConfig;
 use crate::providers::{ChunkStream, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage};
 use crate::store::AttemptRecord;
@@ -72,7 +72,8 @@ impl Attempts<'_> {
                     upstream_model: &entry.upstream_name,
                     stream,
                 };
-                let result = match tokio::time::timeout_at(deadline, entry.provider.call(req)).await {
+                let result = match tokio::time::timeout_at(deadline, entry.provider.call(req)).await
+                {
                     Err(_) => {
                         self.breakers.on_neutral(model, Instant::now());
                         chain.push(record(entry.name.as_str(), Some("deadline"), None));
@@ -81,7 +82,9 @@ impl Attempts<'_> {
                     Ok(r) => r,
                 };
                 let outcome = match result {
-                    Ok(Reply::Complete { body, usage }) => Ok(Answer::Complete { model, body, usage }),
+                    Ok(Reply::Complete { body, usage }) => {
+                        Ok(Answer::Complete { model, body, usage })
+                    }
                     Ok(Reply::Stream(mut rest)) => {
                         match tokio::time::timeout_at(deadline, rest.next()).await {
                             Err(_) => {
@@ -124,11 +127,15 @@ impl Attempts<'_> {
                             return Err(Failure::Client(e));
                         }
                         if self.breakers.on_failure(model, Instant::now()) {
-                            tracing::warn!(model = entry.name.as_str(), "The circuit for this model is now open.");
+                            tracing::warn!(
+                                model = entry.name.as_str(),
+                                "The circuit for this model is now open."
+                            );
                             last = Some(e);
                             break;
                         }
-                        let retry = e.kind.retryable() && attempt < self.resilience.max_attempts_per_model;
+                        let retry =
+                            e.kind.retryable() && attempt < self.resilience.max_attempts_per_model;
                         let wait = self.backoff(attempt, e.retry_after);
                         last = Some(e);
                         if !retry {
@@ -158,7 +165,8 @@ impl Attempts<'_> {
         let base = self.resilience.backoff_base_ms as f64;
         let cap = (base * 2f64.powi(attempt.saturating_sub(1) as i32))
             .min(self.resilience.backoff_max_ms as f64);
-        let jittered = Duration::from_secs_f64(rand::rng().random_range(0.0..=cap.max(0.0)) / 1000.0);
+        let jittered =
+            Duration::from_secs_f64(rand::rng().random_range(0.0..=cap.max(0.0)) / 1000.0);
         retry_after.map_or(jittered, |r| r.max(jittered))
     }
 }

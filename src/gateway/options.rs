@@ -56,10 +56,12 @@ fn from_headers(headers: &HeaderMap) -> Result<RouterOptions, ApiError> {
     let get = |name: &str| -> Result<Option<String>, ApiError> {
         match headers.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .to_str()
-                .map(|s| Some(s.trim().to_owned()))
-                .map_err(|_| ApiError::bad_request("invalid_header", format!("header `{name}` is not valid text"))),
+            Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    format!("header `{name}` is not valid text"),
+                )
+            }),
         }
     };
     let max_cost_usd = match get("x-switchboard-max-cost-usd")? {
@@ -164,10 +166,11 @@ mod tests {
 
     #[test]
     fn body_object_is_stripped_and_wins_over_headers() {
-        let mut body = json!({"model": "auto", "switchboard": {"tier": "premium", "exclude_models": ["a"]}})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let mut body =
+            json!({"model": "auto", "switchboard": {"tier": "premium", "exclude_models": ["a"]}})
+                .as_object()
+                .cloned()
+                .unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("x-switchboard-tier", "free".parse().unwrap());
         headers.insert("x-switchboard-exclude-models", "b, c".parse().unwrap());
@@ -179,7 +182,10 @@ mod tests {
 
     #[test]
     fn unknown_option_is_a_clear_400() {
-        let mut body = json!({"switchboard": {"teir": "x"}}).as_object().cloned().unwrap();
+        let mut body = json!({"switchboard": {"teir": "x"}})
+            .as_object()
+            .cloned()
+            .unwrap();
         let e = RouterOptions::extract(&mut body, &HeaderMap::new()).unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
         assert!(e.message.contains("teir"), "{}", e.message);
@@ -197,7 +203,11 @@ mod tests {
         let n = Needs::of(body.as_object().unwrap());
         assert_eq!(
             n.capabilities,
-            vec![Capability::Tools, Capability::JsonSchema, Capability::Vision]
+            vec![
+                Capability::Tools,
+                Capability::JsonSchema,
+                Capability::Vision
+            ]
         );
     }
 }

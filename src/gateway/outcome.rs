@@ -49,7 +49,10 @@ impl Draft {
         let ok = end.error_kind.is_none();
         let usage = match (end.usage, end.model, ok) {
             (Some(u), _, _) => Some(u),
-            (None, Some(_), true) => Some(tokens::estimate(self.messages.as_ref(), end.completion_text)),
+            (None, Some(_), true) => Some(tokens::estimate(
+                self.messages.as_ref(),
+                end.completion_text,
+            )),
             _ => None,
         };
         let cost = match (end.model, usage) {
@@ -91,7 +94,8 @@ impl Draft {
             decision: self.decision,
             stream: self.stream,
             prompt_tokens: usage.map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
-            completion_tokens: usage.map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
+            completion_tokens: usage
+                .map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
             tokens_counted_locally: usage.is_some_and(|u| u.counted_locally),
             cost_usd: cost,
             latency_ms: latency.as_secs_f64() * 1000.0,

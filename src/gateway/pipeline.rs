@@ -63,17 +63,23 @@ fn check(body: &Map<String, Value>) -> Result<Checked, ApiError> {
     let requested = match body.get("model") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => {
-            return Err(ApiError::bad_request("invalid_type", "`model` must be a non-empty string")
-                .with_param("model"))
+            return Err(
+                ApiError::bad_request("invalid_type", "`model` must be a non-empty string")
+                    .with_param("model"),
+            )
         }
         None => {
-            return Err(ApiError::bad_request("missing_required_parameter", "`model` is required")
-                .with_param("model"))
+            return Err(
+                ApiError::bad_request("missing_required_parameter", "`model` is required")
+                    .with_param("model"),
+            )
         }
     };
     match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => {
-            if m.iter().any(|x| x.get("role").and_then(Value::as_str).is_none()) {
+            if m.iter()
+                .any(|x| x.get("role").and_then(Value::as_str).is_none())
+            {
                 return Err(ApiError::bad_request(
                     "invalid_type",
                     "every item of `messages` must be an object with a string `role`",
@@ -82,24 +88,33 @@ fn check(body: &Map<String, Value>) -> Result<Checked, ApiError> {
             }
         }
         Some(Value::Array(_)) => {
-            return Err(ApiError::bad_request("invalid_value", "`messages` must not be empty")
-                .with_param("messages"))
+            return Err(
+                ApiError::bad_request("invalid_value", "`messages` must not be empty")
+                    .with_param("messages"),
+            )
         }
         Some(_) => {
-            return Err(ApiError::bad_request("invalid_type", "`messages` must be an array")
-                .with_param("messages"))
+            return Err(
+                ApiError::bad_request("invalid_type", "`messages` must be an array")
+                    .with_param("messages"),
+            )
         }
         None => {
-            return Err(ApiError::bad_request("missing_required_parameter", "`messages` is required")
-                .with_param("messages"))
+            return Err(ApiError::bad_request(
+                "missing_required_parameter",
+                "`messages` is required",
+            )
+            .with_param("messages"))
         }
     }
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return Err(ApiError::bad_request("invalid_type", "`stream` must be a boolean")
-                .with_param("stream"))
+            return Err(
+                ApiError::bad_request("invalid_type", "`stream` must be a boolean")
+                    .with_param("stream"),
+            )
         }
     };
     let include_usage = body
@@ -144,7 +159,14 @@ async fn run(
         Target::Route(route) => {
             meta.route = Some(route.name.as_str().to_owned());
             let needs = Needs::of(body);
-            let el = eligible(&gw.catalog, route, &gw.breakers, &options, &needs, Instant::now());
+            let el = eligible(
+                &gw.catalog,
+                route,
+                &gw.breakers,
+                &options,
+                &needs,
+                Instant::now(),
+            );
             if el.models.is_empty() {
                 return Err(no_eligible_model(route.name.as_str(), &el.excluded));
             }
@@ -197,15 +219,28 @@ async fn run(
         resilience: &gw.resilience,
     };
     let answer = attempts
-        .run(&decision.ranking, body, checked.stream, deadline, &mut draft.chain)
+        .run(
+            &decision.ranking,
+            body,
+            checked.stream,
+            deadline,
+            &mut draft.chain,
+        )
         .await;
     match answer {
-        Ok(Answer::Complete { model, mut body, usage }) => {
+        Ok(Answer::Complete {
+            model,
+            mut body,
+            usage,
+        }) => {
             let entry = &gw.catalog.models[model];
             meta.model = Some(entry.name.as_str().to_owned());
             if let Value::Object(o) = &mut body {
                 o.insert("id".into(), Value::String(meta.request_id.clone()));
-                o.insert("model".into(), Value::String(entry.name.as_str().to_owned()));
+                o.insert(
+                    "model".into(),
+                    Value::String(entry.name.as_str().to_owned()),
+                );
             }
             let text = completion_text(&body);
             draft.finish(
@@ -222,7 +257,12 @@ async fn run(
             gw.learn_outcome(model, &meta.request_id, true);
             Ok(ChatReply::Complete(body))
         }
-        Ok(Answer::Stream { model, first, rest, ttft }) => {
+        Ok(Answer::Stream {
+            model,
+            first,
+            rest,
+            ttft,
+        }) => {
             meta.model = Some(gw.catalog.models[model].name.as_str().to_owned());
             let parts = StreamParts {
                 gateway: gw.clone(),
@@ -231,14 +271,13 @@ async fn run(
                 include_usage: checked.include_usage,
                 ttft_ms: ttft.as_secs_f64() * 1000.0,
             };
-            Ok(ChatReply::Stream(Box::pin(client_stream(parts, draft, first, rest))))
+            Ok(ChatReply::Stream(Box::pin(client_stream(
+                parts, draft, first, rest,
+            ))))
         }
         Err(failure) => {
             let err = failure_to_api(&failure);
-            let last_model = draft
-                .chain
-                .last()
-                .and_then(|a| gw.catalog.model(&a.model));
+            let last_model = draft.chain.last().and_then(|a| gw.catalog.model(&a.model));
             if let Some(m) = last_model {
                 meta.model = Some(m.name.as_str().to_owned());
             }
@@ -288,7 +327,9 @@ fn failure_kind(f: &Failure) -> &'static str {
 fn failure_to_api(f: &Failure) -> ApiError {
     match f {
         Failure::Client(e) => client_fault(e),
-        Failure::Deadline => ApiError::timeout("The request's deadline passed before any model answered."),
+        Failure::Deadline => {
+            ApiError::timeout("The request's deadline passed before any model answered.")
+        }
         Failure::NoneAvailable => ApiError::unavailable(
             "no_available_model",
             "Every model this request may use is temporarily unavailable (circuit open).",
@@ -296,7 +337,8 @@ fn failure_to_api(f: &Failure) -> ApiError {
         Failure::Exhausted(e) => {
             let msg = format!("Every model tried failed; the last said: {}", e.message);
             match e.kind {
-                crate::providers::FailureKind::RateLimited | crate::providers::FailureKind::Overloaded => {
+                crate::providers::FailureKind::RateLimited
+                | crate::providers::FailureKind::Overloaded => {
                     let mut err = ApiError::unavailable("upstream_unavailable", msg);
                     err.retry_after_s = e.retry_after.map(|d| d.as_secs().max(1));
                     err

@@ -90,7 +90,10 @@ impl State {
         }
         obj.insert("id".into(), Value::String(self.parts.request_id.clone()));
         let model = &self.parts.gateway.catalog.models[self.parts.model];
-        obj.insert("model".into(), Value::String(model.name.as_str().to_owned()));
+        obj.insert(
+            "model".into(),
+            Value::String(model.name.as_str().to_owned()),
+        );
         let mut out = Vec::with_capacity(256);
         encode_data(&mut out, &serde_json::to_string(&chunk).ok()?);
         Some(out)

@@ -105,7 +105,10 @@ impl Provider {
     }
 }
 
-fn resolve_key(cfg: &ProviderConfig, env: &Env) -> Result<Option<SecretString>, ProviderSetupError> {
+fn resolve_key(
+    cfg: &ProviderConfig,
+    env: &Env,
+) -> Result<Option<SecretString>, ProviderSetupError> {
     if let Some(var) = &cfg.api_key_env {
         if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
             return Ok(Some(SecretString::from(v.trim().to_owned())));

@@ -27,7 +27,7 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     if let Some(key) = p.key() {
         rb = rb.bearer_auth(key);
     }
-    let resp = rb.send().await.map_err(|e| UpstreamError::from_reqwest(e))?;
+    let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
     let status = resp.status();
     if !status.is_success() {
         return Err(error_from_response(resp).await);
@@ -35,12 +35,12 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     if req.stream {
         return Ok(Reply::Stream(chunk_stream(resp)));
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| UpstreamError::from_reqwest(e))?;
+    let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
     let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        UpstreamError::new(FailureKind::Protocol, format!("upstream sent invalid JSON: {e}"))
+        UpstreamError::new(
+            FailureKind::Protocol,
+            format!("upstream sent invalid JSON: {e}"),
+        )
     })?;
     if !body.get("choices").is_some_and(Value::is_array) {
         return Err(UpstreamError::new(
@@ -55,7 +55,11 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
 /// Reads an OpenAI-shaped usage object.
 pub fn parse_usage(v: Option<&Value>) -> Option<Usage> {
     let v = v?;
-    let get = |k: &str| v.get(k).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
     Some(Usage {
         prompt_tokens: get("prompt_tokens")?,
         completion_tokens: get("completion_tokens").unwrap_or(0),

@@ -127,7 +127,9 @@ impl OutboxWriter {
                     let _ = std::fs::remove_file(&pending);
                     tracing::info!(events = n, "Replayed spilled events into the database.");
                 }
-                Err(e) => tracing::warn!(error = %e, "Replaying spilled events failed; will retry."),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Replaying spilled events failed; will retry.")
+                }
             },
             Err(e) => tracing::warn!(error = %e, "Reading the spill file failed."),
         }
@@ -179,8 +181,14 @@ impl Spill {
             text.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
             text.push('\n');
         }
-        let _guard = self.lock.lock().map_err(|_| std::io::Error::other("poisoned"))?;
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         f.write_all(text.as_bytes())?;
         f.sync_data()?;
         metrics::counter!(names::EVENTS_SPILLED).increment(events.len() as u64);
@@ -189,7 +197,10 @@ impl Spill {
 
     /// Moves the spill file aside for replay, unless a replay is unfinished.
     fn take_pending(&self) -> std::io::Result<Option<PathBuf>> {
-        let _guard = self.lock.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         if self.pending.exists() {
             return Ok(Some(self.pending.clone()));
         }

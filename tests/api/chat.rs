@@ -5,12 +5,17 @@ use crate::mock::{Behaviour, MockUpstream};
 
 #[tokio::test]
 async fn a_route_answers_with_router_id_model_name_and_headers() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
 
     let resp = app
-        .chat(json!({"model": "ordered", "messages": [{"role": "user", "content": "hi"}],
-            "switchboard": {"tier": "free", "user": "u1"}}))
+        .chat(
+            json!({"model": "ordered", "messages": [{"role": "user", "content": "hi"}],
+            "switchboard": {"tier": "free", "user": "u1"}}),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
@@ -18,22 +23,34 @@ async fn a_route_answers_with_router_id_model_name_and_headers() {
     let id = h["x-switchboard-request-id"].to_str().unwrap().to_owned();
     assert!(id.starts_with("chatcmpl-"));
     assert_eq!(body["id"], id);
-    assert_eq!(body["model"], "small", "the configured name, not the upstream's");
+    assert_eq!(
+        body["model"], "small",
+        "the configured name, not the upstream's"
+    );
     assert_eq!(h["x-switchboard-model"], "small");
     assert_eq!(h["x-switchboard-route"], "ordered");
     assert_eq!(h["x-switchboard-policy-version"], "fixed");
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello from alpha.");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from alpha."
+    );
 
     let sent = &a.bodies()[0];
     assert_eq!(sent["model"], "alpha-small-2024");
-    assert!(sent.get("switchboard").is_none(), "router options never reach an upstream");
+    assert!(
+        sent.get("switchboard").is_none(),
+        "router options never reach an upstream"
+    );
     assert_eq!(a.last_headers()["authorization"], "Bearer sk-test-secret");
 
     let row = app.request_row(&id).await;
     assert_eq!(row.model.as_deref(), Some("small"));
     assert_eq!(row.route.as_deref(), Some("ordered"));
     assert_eq!(row.status, "ok");
-    assert_eq!((row.prompt_tokens, row.completion_tokens), (Some(12), Some(5)));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens),
+        (Some(12), Some(5))
+    );
     // 12 * $1/M + 5 * $2/M
     assert!((row.cost_usd - 22e-6).abs() < 1e-12, "{}", row.cost_usd);
     assert!(!row.tokens_counted_locally);
@@ -43,7 +60,10 @@ async fn a_route_answers_with_router_id_model_name_and_headers() {
 
 #[tokio::test]
 async fn every_openai_field_passes_through_untouched() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
     let extra = json!({
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
@@ -62,7 +82,10 @@ async fn every_openai_field_passes_through_untouched() {
     let resp = app.chat(body.clone()).await;
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.unwrap();
-    assert_eq!(answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
     let sent = &a.bodies()[0];
     for (k, v) in extra.as_object().unwrap() {
         assert_eq!(&sent[k], v, "field {k} changed on its way upstream");
@@ -81,7 +104,10 @@ pub fn sse_data(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn streams_carry_the_router_id_hide_unasked_usage_and_end_with_done() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     a.set_default(Behaviour::Answer("one two three".into()));
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
     let resp = app
@@ -89,7 +115,10 @@ async fn streams_carry_the_router_id_hide_unasked_usage_and_end_with_done() {
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let id = resp.headers()["x-switchboard-request-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = resp.text().await.unwrap();
     let frames = sse_data(&text);
     assert_eq!(frames.last().unwrap(), "[DONE]");
@@ -105,25 +134,36 @@ async fn streams_carry_the_router_id_hide_unasked_usage_and_end_with_done() {
     for c in &chunks {
         assert_eq!(c["id"], id);
         assert_eq!(c["model"], "small");
-        assert!(c.get("usage").is_none(), "client did not ask for usage: {c}");
+        assert!(
+            c.get("usage").is_none(),
+            "client did not ask for usage: {c}"
+        );
     }
     // The router asked upstream for usage on its own account.
     assert_eq!(a.bodies()[0]["stream_options"]["include_usage"], true);
     let row = app.request_row(&id).await;
     assert!(row.stream);
     assert_eq!(row.status, "ok");
-    assert_eq!((row.prompt_tokens, row.completion_tokens), (Some(12), Some(6)));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens),
+        (Some(12), Some(6))
+    );
     assert!(row.ttft_ms.is_some());
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_stream_that_asked_for_usage_gets_the_usage_chunk() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
     let resp = app
-        .chat(json!({"model": "small", "stream": true, "stream_options": {"include_usage": true},
-            "messages": [{"role": "user", "content": "hi"}]}))
+        .chat(
+            json!({"model": "small", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     let frames = sse_data(&resp.text().await.unwrap());
     let last_chunk: Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
@@ -134,12 +174,22 @@ async fn a_stream_that_asked_for_usage_gets_the_usage_chunk() {
 
 #[tokio::test]
 async fn missing_usage_is_counted_locally_and_priced() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
-    a.set_default(Behaviour::AnswerWithoutUsage("A fairly short answer with several tokens.".into()));
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    a.set_default(Behaviour::AnswerWithoutUsage(
+        "A fairly short answer with several tokens.".into(),
+    ));
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
-    let resp = app.chat(json!({"model": "small", "messages": [{"role": "user", "content": "hello there"}]})).await;
+    let resp = app
+        .chat(json!({"model": "small", "messages": [{"role": "user", "content": "hello there"}]}))
+        .await;
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-switchboard-request-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let row = app.request_row(&id).await;
     assert!(row.tokens_counted_locally);
     assert!(row.completion_tokens.unwrap() >= 5);
@@ -150,22 +200,57 @@ async fn missing_usage_is_counted_locally_and_priced() {
 
 #[tokio::test]
 async fn models_lists_models_and_routes() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
-    let v: Value = app.http.get(format!("{}/v1/models", app.url)).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let v: Value = app
+        .http
+        .get(format!("{}/v1/models", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["small", "large", "auto", "ordered"]);
-    assert_eq!(v["data"][2]["switchboard"]["models"], json!(["small", "large"]));
+    assert_eq!(
+        v["data"][2]["switchboard"]["models"],
+        json!(["small", "large"])
+    );
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let (a, b) = (MockUpstream::start("alpha").await, MockUpstream::start("beta").await);
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
     let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Postgres).await;
-    let h = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let h = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), 200);
-    let r: Value = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
+    let r: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "ready");
     assert_eq!(r["database"], "postgres");
     app.shutdown().await;

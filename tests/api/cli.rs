@@ -13,10 +13,17 @@ fn check_config_refuses_a_bad_file_naming_file_key_and_reason() {
         "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n\n[[models]]\nname = \"m\"\nprovider = \"q\"\ninput_usd_per_mtok = 1\noutput_usd_per_mtok = 1\n",
     )
     .unwrap();
-    let out = switchboard().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let out = switchboard()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml: models[0].provider: unknown provider \"q\""), "{err}");
+    assert!(
+        err.contains("bad.toml: models[0].provider: unknown provider \"q\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -25,6 +32,10 @@ fn check_config_accepts_the_example_config() {
         .args(["check-config", "--config", "switchboard.example.toml"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
 }

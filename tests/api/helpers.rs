@@ -27,8 +27,13 @@ pub async fn fresh_postgres() -> String {
     let admin = std::env::var("TEST_DATABASE_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin).await.expect("Postgres must be running for the tests");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("Postgres must be running for the tests");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
     format!("{base}/{name}")
@@ -47,6 +52,7 @@ pub async fn spawn(config_toml: &str, db: Db) -> TestApp {
     let mut env = Env::new();
     env.insert("DATABASE_URL".into(), url);
     env.insert("MOCK_KEY".into(), "sk-test-secret".into());
+    env.insert("ANTHROPIC_TEST_KEY".into(), "sk-ant-test".into());
     let config = load_str(&text, "test.toml", &env).unwrap();
     let running = startup::start(config, &env).await.unwrap();
     TestApp {
@@ -127,12 +133,31 @@ impl TestApp {
         }
     }
 
+    /// Waits (bounded) until `table` holds at least `n` rows.
+    pub async fn wait_count(&self, table: &str, n: i64) {
+        for _ in 0..200 {
+            if self.count(table).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{table} never reached {n} rows");
+    }
+
     /// Feedback values stored for a request, oldest first.
     pub async fn feedback_values(&self, request_id: &str) -> Vec<f64> {
         let sql = "SELECT value FROM feedback WHERE request_id = $1 ORDER BY id";
         match &self.store {
-            Store::Postgres(p) => sqlx::query_scalar(sql).bind(request_id).fetch_all(p).await.unwrap(),
-            Store::Sqlite(p) => sqlx::query_scalar(sql).bind(request_id).fetch_all(p).await.unwrap(),
+            Store::Postgres(p) => sqlx::query_scalar(sql)
+                .bind(request_id)
+                .fetch_all(p)
+                .await
+                .unwrap(),
+            Store::Sqlite(p) => sqlx::query_scalar(sql)
+                .bind(request_id)
+                .fetch_all(p)
+                .await
+                .unwrap(),
         }
     }
 
@@ -172,6 +197,7 @@ pub struct RequestRow {
     pub completion_tokens: Option<i32>,
     pub tokens_counted_locally: bool,
     pub error_kind: Option<String>,
+    #[allow(dead_code, reason = "read by the learning tests")]
     pub policy_version: Option<String>,
     pub propensity: Option<f64>,
     pub fallback_chain: Value,

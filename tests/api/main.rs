@@ -3,11 +3,15 @@
 //! all of them keeps link time down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod anthropic;
 mod chat;
 mod cli;
+mod compose;
 mod errors;
 mod feedback;
 mod helpers;
 mod mock;
+mod mock_anthropic;
+mod python_sdk;
 mod resilience;
 mod sqlite;

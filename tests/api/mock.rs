@@ -86,7 +86,13 @@ impl MockUpstream {
     }
 
     pub fn last_headers(&self) -> HeaderMap {
-        self.shared.headers.lock().unwrap().last().cloned().unwrap_or_default()
+        self.shared
+            .headers
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -106,8 +112,13 @@ async fn respond(name: &str, behaviour: Behaviour, body: &Value) -> Response {
     }
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
-    let tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    let include_usage = body["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
     let with_usage = matches!(b, Behaviour::Answer(_));
     match b {
         Behaviour::Status(code, retry_after) => {
@@ -118,7 +129,8 @@ async fn respond(name: &str, behaviour: Behaviour, body: &Value) -> Response {
             )
                 .into_response();
             if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.to_string().parse().unwrap());
+                r.headers_mut()
+                    .insert("retry-after", s.to_string().parse().unwrap());
             }
             r
         }
@@ -136,19 +148,30 @@ async fn respond(name: &str, behaviour: Behaviour, body: &Value) -> Response {
                     "finish_reason": if tools { "tool_calls" } else { "stop" }}],
             });
             if with_usage {
-                resp["usage"] = json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
+                resp["usage"] =
+                    json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
             }
             Json(resp).into_response()
         }
-        Behaviour::Answer(text) | Behaviour::AnswerWithoutUsage(text) => {
-            sse(stream_chunks(&model, &text, tools, include_usage, usize::MAX), true)
-        }
-        Behaviour::BreakStreamAfter(n) => sse(stream_chunks(&model, "one two three four five six", false, false, n), false),
+        Behaviour::Answer(text) | Behaviour::AnswerWithoutUsage(text) => sse(
+            stream_chunks(&model, &text, tools, include_usage, usize::MAX),
+            true,
+        ),
+        Behaviour::BreakStreamAfter(n) => sse(
+            stream_chunks(&model, "one two three four five six", false, false, n),
+            false,
+        ),
         Behaviour::Delay(..) => unreachable!(),
     }
 }
 
-fn stream_chunks(model: &str, text: &str, tools: bool, include_usage: bool, limit: usize) -> Vec<Value> {
+fn stream_chunks(
+    model: &str,
+    text: &str,
+    tools: bool,
+    include_usage: bool,
+    limit: usize,
+) -> Vec<Value> {
     let base = |delta: Value, finish: Value| {
         let mut c = json!({"id": "chatcmpl-upstream-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
             "model": model, "system_fingerprint": "fp_mock",
@@ -158,12 +181,24 @@ fn stream_chunks(model: &str, text: &str, tools: bool, include_usage: bool, limi
         }
         c
     };
-    let mut out = vec![base(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![base(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if tools {
-        out.push(base(json!({"tool_calls": [{"index": 0, "id": "call_abc", "type": "function",
-            "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null));
-        out.push(base(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}), Value::Null));
-        out.push(base(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null));
+        out.push(base(
+            json!({"tool_calls": [{"index": 0, "id": "call_abc", "type": "function",
+            "function": {"name": "get_weather", "arguments": ""}}]}),
+            Value::Null,
+        ));
+        out.push(base(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            Value::Null,
+        ));
+        out.push(base(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            Value::Null,
+        ));
         out.push(base(json!({}), json!("tool_calls")));
     } else {
         for (i, word) in text.split_inclusive(' ').enumerate() {

@@ -7,18 +7,24 @@ use serde_json::Value;
 
 use super::super::failure::retry_after;
 use super::super::sse::SseParser;
-use super::super::{read_error_body, ChunkStream, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest};
-use super::{classify_error, from_anthropic_response, to_anthropic_request, StreamError, StreamTranslator, ANTHROPIC_VERSION};
+use super::super::{
+    read_error_body, ChunkStream, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
+};
+use super::{
+    classify_error, from_anthropic_response, to_anthropic_request, StreamError, StreamTranslator,
+    ANTHROPIC_VERSION,
+};
 
 pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-    let body = to_anthropic_request(req.body, req.upstream_model, p.default_max_tokens).map_err(|e| {
-        let kind = if e.is_client_error() {
-            FailureKind::InvalidRequest
-        } else {
-            FailureKind::Protocol
-        };
-        UpstreamError::new(kind, e.to_string())
-    })?;
+    let body =
+        to_anthropic_request(req.body, req.upstream_model, p.default_max_tokens).map_err(|e| {
+            let kind = if e.is_client_error() {
+                FailureKind::InvalidRequest
+            } else {
+                FailureKind::Protocol
+            };
+            UpstreamError::new(kind, e.to_string())
+        })?;
     let mut rb = p
         .http
         .post(p.url("/messages"))
@@ -32,15 +38,26 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     if !resp.status().is_success() {
         let retry = retry_after(resp.headers());
         let body = read_error_body(resp).await;
-        return Err(UpstreamError::from_info(classify_error(status, &body), status, retry));
+        return Err(UpstreamError::from_info(
+            classify_error(status, &body),
+            status,
+            retry,
+        ));
     }
     let created = chrono::Utc::now().timestamp();
     if req.stream {
-        return Ok(Reply::Stream(chunk_stream(resp, req.upstream_model, created)));
+        return Ok(Reply::Stream(chunk_stream(
+            resp,
+            req.upstream_model,
+            created,
+        )));
     }
     let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        UpstreamError::new(FailureKind::Protocol, format!("upstream sent invalid JSON: {e}"))
+        UpstreamError::new(
+            FailureKind::Protocol,
+            format!("upstream sent invalid JSON: {e}"),
+        )
     })?;
     // The gateway puts its own id and model name on the answer.
     let (body, usage) = from_anthropic_response(&value, req.upstream_model, "pending", created)
@@ -62,41 +79,58 @@ fn stream_error(e: StreamError) -> UpstreamError {
 /// the translator; the gateway hides it from clients that did not ask.
 fn chunk_stream(resp: reqwest::Response, model: &str, created: i64) -> ChunkStream {
     let translator = StreamTranslator::new("pending", model, created, true);
-    let state = (resp.bytes_stream(), SseParser::new(), translator, std::collections::VecDeque::new(), false);
-    let stream = futures_util::stream::unfold(state, |(mut bytes, mut parser, mut tr, mut queue, mut done)| async move {
-        loop {
-            if let Some(chunk) = queue.pop_front() {
-                return Some((Ok(chunk), (bytes, parser, tr, queue, done)));
-            }
-            if done {
-                return None;
-            }
-            if let Some(ev) = parser.next_event() {
-                match tr.on_event(&ev) {
-                    Ok(chunks) => queue.extend(chunks),
-                    Err(e) => return Some((Err(stream_error(e)), (bytes, parser, tr, queue, true))),
+    let state = (
+        resp.bytes_stream(),
+        SseParser::new(),
+        translator,
+        std::collections::VecDeque::new(),
+        false,
+    );
+    let stream = futures_util::stream::unfold(
+        state,
+        |(mut bytes, mut parser, mut tr, mut queue, mut done)| async move {
+            loop {
+                if let Some(chunk) = queue.pop_front() {
+                    return Some((Ok(chunk), (bytes, parser, tr, queue, done)));
                 }
-                if tr.is_finished() {
-                    done = true;
+                if done {
+                    return None;
                 }
-                continue;
-            }
-            match bytes.next().await {
-                Some(Ok(b)) => {
-                    if let Err(e) = parser.push(&b) {
-                        let err = UpstreamError::new(FailureKind::Protocol, e.to_string());
+                if let Some(ev) = parser.next_event() {
+                    match tr.on_event(&ev) {
+                        Ok(chunks) => queue.extend(chunks),
+                        Err(e) => {
+                            return Some((Err(stream_error(e)), (bytes, parser, tr, queue, true)))
+                        }
+                    }
+                    if tr.is_finished() {
+                        done = true;
+                    }
+                    continue;
+                }
+                match bytes.next().await {
+                    Some(Ok(b)) => {
+                        if let Err(e) = parser.push(&b) {
+                            let err = UpstreamError::new(FailureKind::Protocol, e.to_string());
+                            return Some((Err(err), (bytes, parser, tr, queue, true)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Some((
+                            Err(UpstreamError::from_reqwest(e)),
+                            (bytes, parser, tr, queue, true),
+                        ))
+                    }
+                    None => {
+                        let err = UpstreamError::new(
+                            FailureKind::Protocol,
+                            "upstream stream ended before message_stop",
+                        );
                         return Some((Err(err), (bytes, parser, tr, queue, true)));
                     }
                 }
-                Some(Err(e)) => {
-                    return Some((Err(UpstreamError::from_reqwest(e)), (bytes, parser, tr, queue, true)))
-                }
-                None => {
-                    let err = UpstreamError::new(FailureKind::Protocol, "upstream stream ended before message_stop");
-                    return Some((Err(err), (bytes, parser, tr, queue, true)));
-                }
             }
-        }
-    });
+        },
+    );
     Box::pin(stream)
 }
