@@ -65,6 +65,10 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let state = AppState {
         gateway: gateway.clone(),
         metrics: metrics_handle(),
+        admin_token: env
+            .get("SWITCHBOARD_ADMIN_TOKEN")
+            .filter(|t| !t.is_empty())
+            .cloned(),
     };
     let app = api::router(state, config.server.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)

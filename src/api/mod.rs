@@ -1,6 +1,7 @@
 //! HTTP edge: axum routes and thin handlers. Handlers extract, call one
 //! gateway function that takes no axum types, and map the result.
 
+mod admin;
 mod feedback;
 mod health;
 pub mod json;
@@ -21,6 +22,8 @@ use json::BodyLimit;
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub metrics: Option<PrometheusHandle>,
+    /// `SWITCHBOARD_ADMIN_TOKEN`; `None` closes the admin API.
+    pub admin_token: Option<String>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -31,6 +34,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/admin/decisions/{request_id}", get(admin::decision))
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")
         })

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod outbox;
+mod queries;
 pub mod records;
 
 use std::str::FromStr;
@@ -13,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use queries::StoredDecision;
 pub use records::{AttemptRecord, Event, FeedbackRecord, RequestRecord};
 
 /// The embedded database used when `DATABASE_URL` is unset.
