@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod providers;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

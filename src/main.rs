@@ -25,6 +25,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Zero setup: simulated providers, the router on embedded SQLite, traffic and a live summary.
+    Demo(switchboard::sim::demo::DemoOptions),
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
     /// Validate a configuration file and exit.
@@ -36,7 +38,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchboard::telemetry::init_tracing(cli.json_logs);
+    match &cli.command {
+        Command::Demo(_) => switchboard::sim::demo::init_tracing(cli.json_logs),
+        _ => switchboard::telemetry::init_tracing(cli.json_logs),
+    }
     let env: Env = std::env::vars().collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,6 +72,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             running.shutdown().await;
             Ok(())
         }
+        Command::Demo(opts) => switchboard::sim::demo::run(opts, &env).await,
         Command::Migrate => {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;
