@@ -4,9 +4,11 @@
 //! `bandit` → `providers` → `store`.
 
 pub mod api;
+pub mod bandit;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod features;
 pub mod gateway;
 pub mod providers;
 pub mod sim;

@@ -6,7 +6,7 @@
 pub mod answer;
 pub mod dataset;
 pub mod demo;
-// pub mod replay; (arrives with the learning core)
+pub mod replay;
 pub mod report;
 pub mod stats;
 pub mod traffic;

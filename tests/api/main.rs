@@ -13,5 +13,6 @@ mod helpers;
 mod mock;
 mod mock_anthropic;
 mod python_sdk;
+mod replay_bar;
 mod resilience;
 mod sqlite;

@@ -1,0 +1,391 @@
+//! The decision rule: from a snapshot, features and eligible arms to a
+//! chosen arm with an exact propensity and a receipt.
+//!
+//! Owns: utility, the per-algorithm exploration distribution, the mixing
+//! with the greedy arm and the uniform floor, and sampling. Must not import
+//! the writer or mutate anything: decisions only read a snapshot.
+//!
+//! For each eligible arm at x: `utility = q - w_c c - w_l l` with
+//! `w_c = cost_weight + lambda / target` (pacing), and an exploration width
+//! `s = sigma sqrt(x^T A^-1 x)` (x boost while the arm is drifting). Quality
+//! is bounded by 1, so the optimistic quality is capped there: LinUCB's
+//! index uses `min(q + alpha s, 1)` and Thompson draws `min(q~, 1)`. This
+//! matters for cost: an expensive, little-tried arm is not explored merely
+//! because its bonus exceeds what any answer could be worth.
+//! Arms whose expected cost exceeds `max_cost_usd` are excluded (if none is
+//! left, the cheapest expected arm is taken with propensity 1). Over the
+//! K affordable arms, with greedy arm g = argmax utility:
+//! `pi(a) = (1 - F) [kappa pi_e(a) + (1 - kappa) 1[a = g]] + f_a`
+//! where `pi_e` is one-hot on argmax(utility + alpha s) for LinUCB (Li et
+//! al. 2010), `P(a wins)` under independent `N(utility, (v s)^2)` for linear
+//! Thompson sampling (Agrawal & Goyal 2013; see `normal.rs`), uniform for
+//! epsilon-greedy. `f_a = eps w_a / K` is the floor (`F` its total), so every
+//! eligible arm keeps a positive propensity for off-policy evaluation; `w_a`
+//! is 1, or `target / cost_a` for an arm dearer than the budget's per-request
+//! target: uniform floor traffic to an arm costing 40x the target would
+//! spend budget the pacer must then claw back from good decisions, and this
+//! bounds floor spend by `eps * target` per request. `kappa` is the largest
+//! share that keeps the non-greedy probability within `exploration_cap`
+//! whatever `pi_e` is. The arm is then drawn from `pi`,
+//! so the logged propensity is exactly the probability it was chosen with.
+//! Baselines (random, fixed) ignore cap and floor.
+//! Cost: O(K d^2) for the K quadratic forms, plus O(K) (LinUCB) or O(C^2)
+//! normal CDFs (Thompson); one small allocation for the receipt.
+
+use rand::Rng;
+use serde::Serialize;
+
+use super::config::{Algorithm, Objective};
+use super::drift::DriftFlags;
+use super::normal::{self, Capped};
+use super::snapshot::PolicySnapshot;
+use crate::domain::Usd;
+
+/// Everything a decision needs besides the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionRequest<'a> {
+    pub features: &'a [f64],
+    /// Indices into the snapshot's arms; arms not listed are never chosen.
+    pub eligible: &'a [usize],
+    pub objective: Objective,
+    pub max_cost_usd: Option<Usd>,
+    /// Max share of non-greedy decisions; `None` = the config's default.
+    pub exploration_cap: Option<f64>,
+    /// Uniform share (propensity floor = share / K); `None` = config's.
+    pub exploration_floor: Option<f64>,
+}
+
+impl<'a> DecisionRequest<'a> {
+    pub fn new(features: &'a [f64], eligible: &'a [usize], objective: Objective) -> Self {
+        Self {
+            features,
+            eligible,
+            objective,
+            max_cost_usd: None,
+            exploration_cap: None,
+            exploration_floor: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArmReceipt {
+    pub arm: usize,
+    pub quality: f64,
+    pub cost_usd: f64,
+    pub latency_s: f64,
+    /// Exploration width used (LinUCB bonus or Thompson posterior sd).
+    pub bonus: f64,
+    /// Mean utility `q - w_c c - w_l l` (without the bonus).
+    pub utility: f64,
+    pub probability: f64,
+    pub affordable: bool,
+    pub drift: DriftFlags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    pub snapshot_version: u64,
+    pub algorithm: Algorithm,
+    /// Normalised pacing dual in force (quality per target of spend).
+    pub pacing_lambda: f64,
+    /// Effective cost weight `cost_weight + lambda / target` (per USD).
+    pub cost_weight: f64,
+    /// No eligible arm fitted `max_cost_usd`; the cheapest was taken.
+    pub budget_fallback: bool,
+    pub arms: Vec<ArmReceipt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// Index into the snapshot's arms.
+    pub arm: usize,
+    pub propensity: f64,
+    /// The chosen arm is the one with the highest mean utility.
+    pub greedy: bool,
+    pub receipt: Receipt,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecideError {
+    #[error("features have {found} entries, the policy expects {expected}")]
+    Dimension { expected: usize, found: usize },
+    #[error("no eligible arm")]
+    NoEligibleArm,
+    #[error("eligible arm index {0} is out of range")]
+    UnknownArm(usize),
+    #[error("eligible arm index {0} is listed twice")]
+    DuplicateArm(usize),
+    #[error("non-finite feature value")]
+    NonFinite,
+    #[error("objective: {0}")]
+    Objective(String),
+}
+
+/// Probabilities over `req.eligible` (same order), the greedy position and
+/// the receipt rows. Shared by `decide` and `probabilities`.
+struct Plan {
+    greedy: usize,
+    receipt: Receipt,
+}
+
+impl PolicySnapshot {
+    /// Chooses an arm. Never returns an ineligible arm.
+    pub fn decide<R: Rng + ?Sized>(
+        &self,
+        req: &DecisionRequest<'_>,
+        rng: &mut R,
+    ) -> Result<Decision, DecideError> {
+        let plan = self.plan(req)?;
+        let rows = &plan.receipt.arms;
+        let u: f64 = rng.random();
+        let mut acc = 0.0;
+        let mut pick = None;
+        for (i, r) in rows.iter().enumerate() {
+            if r.probability > 0.0 {
+                acc += r.probability;
+                pick = Some(i);
+                if u < acc {
+                    break;
+                }
+            }
+        }
+        let pos = pick.unwrap_or(plan.greedy);
+        let row = rows.get(pos).ok_or(DecideError::NoEligibleArm)?;
+        Ok(Decision {
+            arm: row.arm,
+            propensity: row.probability,
+            greedy: pos == plan.greedy,
+            receipt: plan.receipt,
+        })
+    }
+
+    /// `(arm index, probability)` for every eligible arm; sums to 1.
+    pub fn probabilities(
+        &self,
+        req: &DecisionRequest<'_>,
+    ) -> Result<Vec<(usize, f64)>, DecideError> {
+        Ok(self
+            .plan(req)?
+            .receipt
+            .arms
+            .iter()
+            .map(|r| (r.arm, r.probability))
+            .collect())
+    }
+
+    fn check(&self, req: &DecisionRequest<'_>) -> Result<(), DecideError> {
+        if req.features.len() != self.dimension {
+            return Err(DecideError::Dimension {
+                expected: self.dimension,
+                found: req.features.len(),
+            });
+        }
+        if req.features.iter().any(|v| !v.is_finite()) {
+            return Err(DecideError::NonFinite);
+        }
+        req.objective
+            .validate()
+            .map_err(|e| DecideError::Objective(e.to_string()))?;
+        if req.eligible.is_empty() {
+            return Err(DecideError::NoEligibleArm);
+        }
+        for (i, &a) in req.eligible.iter().enumerate() {
+            if a >= self.arms.len() {
+                return Err(DecideError::UnknownArm(a));
+            }
+            if req.eligible[..i].contains(&a) {
+                return Err(DecideError::DuplicateArm(a));
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, req: &DecisionRequest<'_>) -> Result<Plan, DecideError> {
+        self.check(req)?;
+        let cfg = &self.config;
+        let x = req.features;
+        let target = self.budget.target_usd_per_request;
+        let wc = self.pacing.cost_weight(req.objective.cost_weight, target);
+        let wl = req.objective.latency_weight;
+        let max_cost = req.max_cost_usd.map(Usd::get);
+        let width_scale = match cfg.algorithm {
+            Algorithm::Linucb => cfg.alpha,
+            Algorithm::Thompson => cfg.posterior_scale,
+            _ => 0.0,
+        };
+        let mut rows = Vec::with_capacity(req.eligible.len());
+        for &i in req.eligible {
+            let Some(arm) = self.arms.get(i) else {
+                return Err(DecideError::UnknownArm(i));
+            };
+            let e = arm.estimate(x);
+            let boost = if e.drift.quality || e.drift.cost {
+                cfg.drift.exploration_boost
+            } else {
+                1.0
+            };
+            let width = width_scale * boost * e.quality_sd;
+            rows.push(ArmReceipt {
+                arm: i,
+                quality: e.quality,
+                cost_usd: e.cost_usd,
+                latency_s: e.latency_s,
+                // Rewards are bounded by 1, so optimism never claims more:
+                // the LinUCB index is min(q + alpha s, 1) (Thompson caps
+                // its draws the same way, in `normal.rs`).
+                bonus: if cfg.algorithm == Algorithm::Linucb {
+                    width.min(1.0 - e.quality)
+                } else {
+                    width
+                },
+                utility: e.quality - wc * e.cost_usd - wl * e.latency_s,
+                probability: 0.0,
+                affordable: max_cost.is_none_or(|m| e.cost_usd <= m),
+                drift: e.drift,
+            });
+        }
+        let mut receipt = Receipt {
+            snapshot_version: self.version,
+            algorithm: cfg.algorithm,
+            pacing_lambda: self.pacing.lambda(),
+            cost_weight: wc,
+            budget_fallback: false,
+            arms: rows,
+        };
+        let rows = &mut receipt.arms;
+        if !rows.iter().any(|r| r.affordable) {
+            let cheapest = argmax(
+                rows.iter()
+                    .map(|r| -r.cost_usd)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                |_| true,
+            );
+            receipt.budget_fallback = true;
+            if let Some(r) = rows.get_mut(cheapest) {
+                r.probability = 1.0;
+            }
+            return Ok(Plan {
+                greedy: cheapest,
+                receipt,
+            });
+        }
+        let utilities: Vec<f64> = rows.iter().map(|r| r.utility).collect();
+        let ok = |i: usize| rows.get(i).is_some_and(|r| r.affordable);
+        let greedy = argmax(&utilities, ok);
+        let k = rows.iter().filter(|r| r.affordable).count() as f64;
+        let cap = req
+            .exploration_cap
+            .unwrap_or(cfg.exploration_cap)
+            .clamp(0.0, 1.0);
+        let floor = req
+            .exploration_floor
+            .unwrap_or(cfg.exploration_floor)
+            .clamp(0.0, 1.0);
+        // Floor weights: uniform, except that with a budget an arm dearer
+        // than the per-request target gets target / cost of its share, so
+        // floor traffic never spends more than `floor * target` per request.
+        let weights: Vec<f64> = rows
+            .iter()
+            .map(|r| match (r.affordable, target) {
+                (false, _) => 0.0,
+                (true, Some(t)) if r.cost_usd > t => t / r.cost_usd,
+                (true, _) => 1.0,
+            })
+            .collect();
+        let mut explore = vec![0.0; rows.len()];
+        let mut floor_share = floor;
+        let kappa = 1.0;
+        match cfg.algorithm {
+            Algorithm::Linucb => {
+                let scores: Vec<f64> = rows.iter().map(|r| r.utility + r.bonus).collect();
+                if let Some(p) = explore.get_mut(argmax(&scores, ok)) {
+                    *p = 1.0;
+                }
+            }
+            Algorithm::Thompson => {
+                let arms: Vec<Capped> = rows
+                    .iter()
+                    .filter(|r| r.affordable)
+                    .map(|r| Capped {
+                        mean: r.utility,
+                        sd: r.bonus,
+                        cap: r.utility + (1.0 - r.quality),
+                    })
+                    .collect();
+                let mut probs = vec![0.0; arms.len()];
+                normal::max_probabilities(&arms, &mut probs);
+                let mut it = probs.into_iter();
+                for (r, p) in rows.iter().zip(explore.iter_mut()) {
+                    if r.affordable {
+                        *p = it.next().unwrap_or(0.0);
+                    }
+                }
+            }
+            Algorithm::EpsilonGreedy => floor_share = floor.max(cfg.epsilon),
+            Algorithm::Random | Algorithm::Fixed => {
+                let fixed = cfg.fixed_arm.as_ref().and_then(|f| {
+                    rows.iter().position(|r| {
+                        r.affordable && self.arms.get(r.arm).is_some_and(|a| &a.name == f)
+                    })
+                });
+                for (i, (r, p)) in rows.iter().zip(explore.iter_mut()).enumerate() {
+                    *p = match (cfg.algorithm, fixed) {
+                        (Algorithm::Random, _) if r.affordable => 1.0 / k,
+                        (Algorithm::Fixed, Some(f)) if i == f => 1.0,
+                        (Algorithm::Fixed, None) if i == greedy => 1.0,
+                        _ => 0.0,
+                    };
+                }
+                // Baselines are what they are: no floor, no cap (below).
+            }
+        }
+        let (floor_mass, kappa) = match cfg.algorithm {
+            Algorithm::Random | Algorithm::Fixed => (vec![0.0; rows.len()], kappa),
+            // Epsilon-greedy explores through the floor mass alone.
+            Algorithm::EpsilonGreedy => (mixing(floor_share, cap, k, &weights, greedy).0, 0.0),
+            Algorithm::Linucb | Algorithm::Thompson => {
+                mixing(floor_share, cap, k, &weights, greedy)
+            }
+        };
+        let rest = 1.0 - floor_mass.iter().sum::<f64>();
+        for (i, ((r, pe), fm)) in rows.iter_mut().zip(&explore).zip(&floor_mass).enumerate() {
+            if r.affordable {
+                let g = if i == greedy { 1.0 } else { 0.0 };
+                r.probability = rest * (kappa * pe + (1.0 - kappa) * g) + fm;
+            }
+        }
+        Ok(Plan { greedy, receipt })
+    }
+}
+
+/// Per-arm floor mass `eps w_a / K` and the exploration share `kappa`, with
+/// `eps <= cap K / (K - 1)` and `kappa` the largest value keeping
+/// `non-greedy floor mass + (1 - floor total) kappa <= cap`.
+fn mixing(floor: f64, cap: f64, k: f64, weights: &[f64], greedy: usize) -> (Vec<f64>, f64) {
+    if k <= 1.0 {
+        return (vec![0.0; weights.len()], 0.0);
+    }
+    let eps = floor.min(cap * k / (k - 1.0)).min(1.0);
+    let mass: Vec<f64> = weights.iter().map(|w| eps * w / k).collect();
+    let total: f64 = mass.iter().sum();
+    let non_greedy = total - mass.get(greedy).copied().unwrap_or(0.0);
+    let kappa = if total < 1.0 {
+        ((cap - non_greedy) / (1.0 - total)).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (mass, kappa)
+}
+
+/// First index of the maximum among indices accepted by `ok`.
+fn argmax(v: &[f64], ok: impl Fn(usize) -> bool) -> usize {
+    let mut best: Option<usize> = None;
+    for (i, &x) in v.iter().enumerate() {
+        if ok(i) && best.is_none_or(|b| v.get(b).is_none_or(|&bv| x > bv)) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0)
+}

@@ -1,0 +1,233 @@
+//! Small dense linear algebra on row-major `d x d` matrices in `[f64]`.
+//!
+//! Owns: dot products, mat-vec, quadratic forms, the discounted
+//! Sherman–Morrison rank-one inverse update and an SPD inverse by Cholesky.
+//! Must not import anything from the bandit: pure functions on slices.
+//! Invariants: callers pass matrices of exactly `d * d` entries and vectors
+//! of `d` (checked once at snapshot validation, not per call); loops are
+//! written over `chunks_exact`/`zip` so they auto-vectorise and never panic.
+//! Costs: dot O(d); matvec, quad_form, sherman_morrison O(d^2);
+//! spd_inverse O(d^3) (used only for periodic refreshes).
+
+#[inline]
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four independent accumulators break the add dependency chain.
+    let mut acc = [0.0f64; 4];
+    let (ca, ra) = (a.chunks_exact(4), a.len() / 4 * 4);
+    for (x, y) in ca.zip(b.chunks_exact(4)) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = a[ra..]
+        .iter()
+        .zip(b.get(ra..).unwrap_or(&[]))
+        .map(|(x, y)| x * y)
+        .sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `out = M x`.
+#[inline]
+pub fn matvec(m: &[f64], x: &[f64], out: &mut [f64]) {
+    let d = x.len();
+    for (o, row) in out.iter_mut().zip(m.chunks_exact(d)) {
+        *o = dot(row, x);
+    }
+}
+
+/// `x^T M x` for a symmetric `M`, reading only the upper triangle:
+/// `sum_i x_i (M_ii x_i + 2 sum_{j>i} M_ij x_j)`, half the work of a full
+/// mat-vec (this is the per-arm cost of every decision).
+#[inline]
+pub fn quad_form(m: &[f64], x: &[f64]) -> f64 {
+    let d = x.len();
+    let mut acc = 0.0;
+    for (i, (row, &xi)) in m.chunks_exact(d).zip(x).enumerate() {
+        let (Some(diag), Some(tail), Some(xt)) = (row.get(i), row.get(i + 1..), x.get(i + 1..))
+        else {
+            break;
+        };
+        acc += xi * (diag * xi + 2.0 * dot(tail, xt));
+    }
+    acc
+}
+
+/// Exact symmetry (Sherman–Morrison and `spd_inverse` preserve it bit for
+/// bit, since `a * b == b * a` in IEEE arithmetic); `quad_form` relies on it.
+pub fn is_symmetric(m: &[f64], d: usize) -> bool {
+    (0..d).all(|i| (i + 1..d).all(|j| m.get(i * d + j) == m.get(j * d + i)))
+}
+
+/// Discounted Sherman–Morrison (Sherman & Morrison 1950): given `p = A^-1`,
+/// overwrites it with `(gamma A + x x^T)^-1
+///   = (p - (p x)(p x)^T / (gamma + x^T p x)) / gamma`
+/// and writes the gain `(gamma A + x x^T)^-1 x` into `gain`. `px` is scratch
+/// (left holding `p x / sqrt(gamma + v)`).
+/// O(d^2). Returns `x^T p x` (before the update).
+pub fn sherman_morrison(
+    p: &mut [f64],
+    x: &[f64],
+    gamma: f64,
+    px: &mut [f64],
+    gain: &mut [f64],
+) -> f64 {
+    let d = x.len();
+    matvec(p, x, px);
+    let v = dot(x, px);
+    let denom = gamma + v;
+    let c = 1.0 / denom;
+    let inv_g = 1.0 / gamma;
+    // gain = p_new x = (p x) / (gamma + v): follows from the formula above.
+    for (g, &pi) in gain.iter_mut().zip(px.iter()) {
+        *g = pi * c;
+    }
+    // Subtract u u^T with u = p x sqrt(c): u_i * u_j == u_j * u_i exactly,
+    // so p stays bit-for-bit symmetric (quad_form reads one triangle).
+    let root = c.sqrt();
+    px.iter_mut().for_each(|u| *u *= root);
+    for (row, &ui) in p.chunks_exact_mut(d).zip(px.iter()) {
+        for (m, &uj) in row.iter_mut().zip(px.iter()) {
+            *m = (*m - ui * uj) * inv_g;
+        }
+    }
+    v
+}
+
+/// `a = gamma a + x x^T + diag(first, rest, ..., rest)`. O(d^2).
+pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, rest: f64) {
+    let d = x.len();
+    for (i, (row, &xi)) in a.chunks_exact_mut(d).zip(x).enumerate() {
+        for (m, &xj) in row.iter_mut().zip(x) {
+            *m = gamma * *m + xi * xj;
+        }
+        if let Some(m) = row.get_mut(i) {
+            *m += if i == 0 { first } else { rest };
+        }
+    }
+}
+
+/// Inverse of a symmetric positive-definite `a` via Cholesky `a = L L^T`,
+/// `a^-1 = L^-T L^-1`. Returns `None` if `a` is not numerically SPD.
+/// O(d^3); allocates two d x d scratch buffers (refresh path only).
+pub fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    if a.len() != d * d {
+        return None;
+    }
+    let mut l = vec![0.0; d * d];
+    for j in 0..d {
+        let s = a[j * d + j] - dot(&l[j * d..j * d + j], &l[j * d..j * d + j]);
+        if !(s > 0.0 && s.is_finite()) {
+            return None;
+        }
+        let ljj = s.sqrt();
+        l[j * d + j] = ljj;
+        for i in j + 1..d {
+            let v = (a[i * d + j] - dot(&l[i * d..i * d + j], &l[j * d..j * d + j])) / ljj;
+            l[i * d + j] = v;
+        }
+    }
+    // m = L^-1 (lower triangular), row by row: m[i][j] for j <= i.
+    let mut m = vec![0.0; d * d];
+    for i in 0..d {
+        let lii = l[i * d + i];
+        m[i * d + i] = 1.0 / lii;
+        for j in 0..i {
+            let mut s = 0.0;
+            for k in j..i {
+                s += l[i * d + k] * m[k * d + j];
+            }
+            m[i * d + j] = -s / lii;
+        }
+    }
+    // a^-1 = m^T m = sum_k m[k]^T m[k] (rank-one over rows of m).
+    let mut out = vec![0.0; d * d];
+    for k in 0..d {
+        let row = &m[k * d..k * d + k + 1];
+        for (i, &ri) in row.iter().enumerate() {
+            let dst = &mut out[i * d..i * d + k + 1];
+            for (o, &rj) in dst.iter_mut().zip(row) {
+                *o += ri * rj;
+            }
+        }
+    }
+    // Symmetric by construction; only the leading k+1 block of each rank-one
+    // term is non-zero, so the full matrix is already filled.
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn identity(d: usize, s: f64) -> Vec<f64> {
+        let mut m = vec![0.0; d * d];
+        (0..d).for_each(|i| m[i * d + i] = s);
+        m
+    }
+
+    fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn spd_inverse_of_known_matrix() {
+        let a = [4.0, 2.0, 2.0, 3.0];
+        let inv = spd_inverse(&a, 2).unwrap();
+        let want = [3.0 / 8.0, -2.0 / 8.0, -2.0 / 8.0, 4.0 / 8.0];
+        assert!(max_abs_diff(&inv, &want) < 1e-12);
+        assert!(spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+
+    proptest! {
+        /// A sequence of discounted rank-one updates tracked by
+        /// Sherman–Morrison equals the direct (Cholesky) inverse.
+        #[test]
+        fn sherman_morrison_matches_direct_inverse(
+            d in 1usize..12,
+            lambda in 0.1f64..5.0,
+            gamma in 0.9f64..=1.0,
+            xs in proptest::collection::vec(proptest::collection::vec(-2.0f64..2.0, 12), 1..40),
+        ) {
+            let mut a = identity(d, lambda);
+            let mut p = identity(d, 1.0 / lambda);
+            let (mut px, mut gain) = (vec![0.0; d], vec![0.0; d]);
+            for x in &xs {
+                let x = &x[..d];
+                sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
+                discounted_rank_one(&mut a, x, gamma, 0.0, 0.0);
+                let mut direct_gain = vec![0.0; d];
+                matvec(&p, x, &mut direct_gain);
+                prop_assert!(max_abs_diff(&gain, &direct_gain) < 1e-8);
+            }
+            prop_assert!(is_symmetric(&p, d));
+            let direct = spd_inverse(&a, d).unwrap();
+            prop_assert!(is_symmetric(&direct, d));
+            let scale = direct.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            prop_assert!(max_abs_diff(&p, &direct) / scale < 1e-7,
+                "diff {}", max_abs_diff(&p, &direct));
+        }
+
+        #[test]
+        fn quad_form_and_dot_agree(x in proptest::collection::vec(-3.0f64..3.0, 1..20)) {
+            let d = x.len();
+            let m = identity(d, 2.0);
+            prop_assert!((quad_form(&m, &x) - 2.0 * dot(&x, &x)).abs() < 1e-9);
+            // Against the full double sum on a symmetric non-diagonal matrix.
+            let mut s = vec![0.0; d * d];
+            for i in 0..d {
+                for j in 0..d {
+                    s[i * d + j] = 1.0 / (1.0 + (i + j) as f64);
+                }
+            }
+            let full: f64 = (0..d).map(|i| (0..d).map(|j| x[i] * s[i * d + j] * x[j]).sum::<f64>()).sum();
+            prop_assert!((quad_form(&s, &x) - full).abs() < 1e-9 * (1.0 + full.abs()));
+            prop_assert!(is_symmetric(&s, d));
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Discounted ridge regression with an incrementally maintained inverse.
+//!
+//! Owns: `Design` (the Gram matrix `A = lambda I + sum_s g^(t-s) x_s x_s^T`
+//! and `P ~= A^-1`), `Target` (one regressed quantity `theta = P b`) and
+//! `Noise` (forgetting-weighted residual variance with a prior).
+//! Must not import decision, snapshot or writer code.
+//!
+//! Prior: `A_0 = diag(lambda0, lambda, ..., lambda)` where index 0 is the
+//! bias feature and `lambda0 = INTERCEPT_PRIOR_RATIO * lambda`: as in
+//! ordinary ridge practice the intercept is (almost) not shrunk, because an
+//! arm's overall level (its price, its average quality) is the most uncertain
+//! and most shared part of the model; slopes keep the full prior.
+//! Math: forgetting keeps the prior fixed, i.e. `A_t = g A_{t-1} + x x^T +
+//! (1 - g) A_0` (discounted ridge / "forgetting factor RLS"). The rank-one
+//! part goes through Sherman–Morrison in O(d^2); the small diagonal top-up
+//! `(1 - g) A_0` is added to `a` at once but reaches `p` only through an exact
+//! Cholesky re-inversion every `refresh_period(d)` updates (O(d^3), amortised
+//! O(d^2)), which also clears Sherman–Morrison round-off. Between refreshes
+//! `P = (A - pending A_0)^-1`, which only under-states the prior slightly and
+//! stays positive definite (the prior mass never falls below g^R A_0).
+//! With `theta = P b`, the update `theta += P_new x (y - x^T theta)` is exact
+//! for `A <- g A + x x^T, b <- g b + y x` (RLS identity), so it is O(d).
+//! Invariants: `a`, `p` are `d*d`, symmetric, finite; `b`, `theta` are `d`.
+
+use serde::{Deserialize, Serialize};
+
+use super::exact;
+use super::linalg;
+
+/// Intercept prior precision relative to the slopes' (prior sd 10x wider).
+pub(crate) const INTERCEPT_PRIOR_RATIO: f64 = 0.01;
+
+/// Updates between exact re-inversions: amortises O(d^3) to O(d^2).
+pub(crate) fn refresh_period(d: usize) -> u32 {
+    (2 * d).clamp(32, 1024) as u32
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Design {
+    pub d: usize,
+    #[serde(with = "exact::num")]
+    pub lambda: f64,
+    #[serde(with = "exact::num")]
+    pub lambda0: f64,
+    #[serde(with = "exact::vec")]
+    pub a: Vec<f64>,
+    #[serde(with = "exact::vec")]
+    pub p: Vec<f64>,
+    /// Share of the prior owed to `p`'s matrix since the last refresh.
+    #[serde(with = "exact::num")]
+    pub pending: f64,
+    pub since_refresh: u32,
+    /// Effective (discounted) number of observations.
+    #[serde(with = "exact::num")]
+    pub weight: f64,
+    pub updates: u64,
+}
+
+impl Design {
+    pub fn new(d: usize, lambda: f64) -> Self {
+        let lambda0 = lambda * INTERCEPT_PRIOR_RATIO;
+        let mut a = vec![0.0; d * d];
+        let mut p = vec![0.0; d * d];
+        for i in 0..d {
+            let l = if i == 0 { lambda0 } else { lambda };
+            a[i * d + i] = l;
+            p[i * d + i] = 1.0 / l;
+        }
+        Self {
+            d,
+            lambda,
+            lambda0,
+            a,
+            p,
+            pending: 0.0,
+            since_refresh: 0,
+            weight: 0.0,
+            updates: 0,
+        }
+    }
+
+    /// `x^T A^-1 x`: the predictive variance factor. O(d^2).
+    #[inline]
+    pub fn variance(&self, x: &[f64]) -> f64 {
+        linalg::quad_form(&self.p, x).max(0.0)
+    }
+
+    /// Adds one discounted observation; writes `A_new^-1 x` into `gain`.
+    /// `px` is scratch of length d. Returns `x^T A^-1 x` before the update
+    /// and whether a refresh is due.
+    pub fn observe(
+        &mut self,
+        x: &[f64],
+        gamma: f64,
+        px: &mut [f64],
+        gain: &mut [f64],
+    ) -> (f64, bool) {
+        let v = linalg::sherman_morrison(&mut self.p, x, gamma, px, gain).max(0.0);
+        let share = 1.0 - gamma;
+        linalg::discounted_rank_one(
+            &mut self.a,
+            x,
+            gamma,
+            share * self.lambda0,
+            share * self.lambda,
+        );
+        self.pending = gamma * self.pending + share;
+        self.weight = gamma * self.weight + 1.0;
+        self.updates += 1;
+        self.since_refresh += 1;
+        (v, self.since_refresh >= refresh_period(self.d))
+    }
+
+    /// Exact re-inversion of `a`; on success every target's `theta` is
+    /// recomputed from `b`. On (never expected) failure, keeps the
+    /// Sherman–Morrison inverse, which is still a valid posterior.
+    pub fn refresh(&mut self, targets: &mut [&mut Target]) {
+        self.since_refresh = 0;
+        if let Some(p) = linalg::spd_inverse(&self.a, self.d) {
+            self.p = p;
+            self.pending = 0.0;
+            for t in targets.iter_mut() {
+                linalg::matvec(&self.p, &t.b, &mut t.theta);
+            }
+        }
+    }
+
+    pub fn is_consistent(&self) -> bool {
+        let dd = self.d * self.d;
+        self.a.len() == dd
+            && self.p.len() == dd
+            && self.lambda > 0.0
+            && self.lambda0 > 0.0
+            && self.pending >= 0.0
+            && self.weight >= 0.0
+            && [&self.a, &self.p]
+                .iter()
+                .all(|m| m.iter().all(|v| v.is_finite()))
+            && (0..self.d).all(|i| self.a[i * self.d + i] > 0.0 && self.p[i * self.d + i] > 0.0)
+            && linalg::is_symmetric(&self.a, self.d)
+            && linalg::is_symmetric(&self.p, self.d)
+    }
+}
+
+/// One regressed quantity, centred on `prior` (so the prior mean of the
+/// coefficients is zero and the intercept absorbs the prior).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Target {
+    #[serde(with = "exact::num")]
+    pub prior: f64,
+    #[serde(with = "exact::vec")]
+    pub b: Vec<f64>,
+    #[serde(with = "exact::vec")]
+    pub theta: Vec<f64>,
+}
+
+impl Target {
+    pub fn new(d: usize, prior: f64) -> Self {
+        Self {
+            prior,
+            b: vec![0.0; d],
+            theta: vec![0.0; d],
+        }
+    }
+
+    #[inline]
+    pub fn predict(&self, x: &[f64]) -> f64 {
+        self.prior + linalg::dot(&self.theta, x)
+    }
+
+    /// RLS step; `gain = A_new^-1 x` from `Design::observe` on the same x.
+    pub fn observe(&mut self, x: &[f64], y: f64, gamma: f64, gain: &[f64], predicted: f64) {
+        let yc = y - self.prior;
+        for (b, &xi) in self.b.iter_mut().zip(x) {
+            *b = gamma * *b + yc * xi;
+        }
+        let e = y - predicted;
+        for (t, &g) in self.theta.iter_mut().zip(gain) {
+            *t += g * e;
+        }
+    }
+
+    pub fn is_consistent(&self, d: usize) -> bool {
+        self.b.len() == d
+            && self.theta.len() == d
+            && self.prior.is_finite()
+            && self.b.iter().chain(&self.theta).all(|v| v.is_finite())
+    }
+}
+
+/// Residual variance: `(n0 s0^2 + sum g^age e^2) / (n0 + sum g^age)`, a
+/// conjugate-style shrinkage toward the prior `s0^2` with `n0` pseudo-counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Noise {
+    #[serde(with = "exact::num")]
+    pub prior_var: f64,
+    #[serde(with = "exact::num")]
+    pub prior_weight: f64,
+    #[serde(with = "exact::num")]
+    pub sum_sq: f64,
+    #[serde(with = "exact::num")]
+    pub weight: f64,
+}
+
+impl Noise {
+    pub fn new(prior_var: f64, prior_weight: f64) -> Self {
+        Self {
+            prior_var,
+            prior_weight,
+            sum_sq: 0.0,
+            weight: 0.0,
+        }
+    }
+
+    #[inline]
+    pub fn var(&self) -> f64 {
+        (self.prior_weight * self.prior_var + self.sum_sq) / (self.prior_weight + self.weight)
+    }
+
+    pub fn observe(&mut self, e: f64, gamma: f64) {
+        self.sum_sq = gamma * self.sum_sq + e * e;
+        self.weight = gamma * self.weight + 1.0;
+    }
+
+    pub fn is_consistent(&self) -> bool {
+        [self.prior_var, self.prior_weight, self.sum_sq, self.weight]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0)
+            && self.prior_weight + self.weight > 0.0
+    }
+}

@@ -1,0 +1,57 @@
+//! Behavioural tests of the bandit on synthetic worlds with known answers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod learning;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use super::*;
+use crate::domain::{ModelName, Reward, Usd};
+use crate::features::Features;
+
+pub(super) fn name(i: usize) -> ModelName {
+    ModelName::parse(&format!("arm-{i}")).unwrap()
+}
+
+pub(super) fn spec(d: usize, k: usize, config: PolicyConfig, budget: BudgetConfig) -> RouteSpec {
+    RouteSpec {
+        dimension: d,
+        feature_fingerprint: 42,
+        config,
+        budget,
+        arms: (0..k).map(|i| ArmSpec::new(name(i))).collect(),
+    }
+}
+
+/// A context: bias 1 then d-1 features in [-1, 1] (like the encoder's scale).
+pub(super) fn context(rng: &mut StdRng, d: usize) -> Vec<f64> {
+    let mut x = vec![1.0];
+    x.extend((1..d).map(|_| rng.random_range(-1.0..1.0)));
+    x
+}
+
+pub(super) fn noise(rng: &mut StdRng, sd: f64) -> f64 {
+    sd * rng.sample::<f64, _>(StandardNormal)
+}
+
+/// Feeds one full observation (outcome + quality) for `arm`.
+pub(super) fn feed(w: &mut PolicyWriter, arm: usize, x: &[f64], reward: f64, cost: f64) {
+    let x = Features::from(x);
+    let o = Outcome {
+        arm: name(arm),
+        x: x.clone(),
+        cost_usd: Usd::new(cost).unwrap(),
+        latency_s: 0.5,
+        ok: true,
+    };
+    w.apply_outcome(&o).unwrap();
+    let q = Quality {
+        arm: name(arm),
+        x,
+        reward: Reward::new(reward.clamp(0.0, 1.0)).unwrap(),
+    };
+    w.apply_quality(&q).unwrap();
+}

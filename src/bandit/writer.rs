@@ -1,0 +1,201 @@
+//! The single writer: applies outcome and quality updates to a working
+//! copy of the policy and publishes immutable snapshots for lock-free reads.
+//!
+//! Owns: `PolicyWriter`, `Outcome`, `Quality`, `UpdateReport`. Must not be
+//! shared across threads mutably: the gateway owns it in one task and sends
+//! it updates (plain `&mut self` methods, no locks). Readers hold
+//! `PolicyHandle` (`Arc<ArcSwap<PolicySnapshot>>`) and call `load()`.
+//! Publishing is cheap: the working copy's arms are `Arc`s shared with the
+//! last published snapshot, and an update runs `Arc::make_mut` on the one
+//! model it touches, so per publish at most one deep copy per touched model
+//! (2 d^2 floats) is made; unchanged arms are shared. Publish every update
+//! for freshest reads, or every N updates / few ms to amortise the copies.
+//! Invariant: the published snapshot is always a validated state; version
+//! increases by one per publish.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::arm::Scratch;
+use super::drift::DriftEvent;
+use super::snapshot::{PolicySnapshot, RouteSpec, SnapshotError};
+use crate::domain::{ModelName, Reward, Usd};
+use crate::features::Features;
+
+/// Shared read side: `handle.load()` gives the current snapshot, wait-free.
+pub type PolicyHandle = Arc<ArcSwap<PolicySnapshot>>;
+
+/// A response finished (or failed). A failed request (`ok = false`) also
+/// counts as quality 0 for its arm right away; the gateway must then not
+/// send a later `Quality` for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub arm: ModelName,
+    pub x: Features,
+    pub cost_usd: Usd,
+    pub latency_s: f64,
+    pub ok: bool,
+}
+
+/// Feedback on a response, possibly hours after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quality {
+    pub arm: ModelName,
+    pub x: Features,
+    pub reward: Reward,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("arm {0:?} is not part of this policy")]
+    UnknownArm(String),
+    #[error("features have {found} entries, the policy expects {expected}")]
+    Dimension { expected: usize, found: usize },
+    #[error("non-finite feature value")]
+    NonFinite,
+    #[error("latency {0} must be finite and >= 0 seconds")]
+    Latency(f64),
+}
+
+/// What an update changed that the gateway may want to log or count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpdateReport {
+    pub drift: Vec<DriftEvent>,
+}
+
+pub struct PolicyWriter {
+    state: PolicySnapshot,
+    shared: PolicyHandle,
+    scratch: Scratch,
+    unpublished: u64,
+}
+
+impl PolicyWriter {
+    /// Takes a validated snapshot (from `PolicySnapshot::new`, or
+    /// `from_json` + `prepare`) and publishes it.
+    pub fn new(snapshot: PolicySnapshot) -> Self {
+        let shared = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
+        Self {
+            state: snapshot,
+            shared,
+            scratch: Scratch::default(),
+            unpublished: 0,
+        }
+    }
+
+    pub fn handle(&self) -> PolicyHandle {
+        Arc::clone(&self.shared)
+    }
+
+    /// The working state, including unpublished updates (persist this).
+    pub fn state(&self) -> &PolicySnapshot {
+        &self.state
+    }
+
+    /// Updates applied since the last publish.
+    pub fn unpublished(&self) -> u64 {
+        self.unpublished
+    }
+
+    pub fn set_label(&mut self, label: impl Into<String>) {
+        self.state.label = label.into();
+    }
+
+    /// Makes the working state visible to readers; returns its version.
+    pub fn publish(&mut self) -> u64 {
+        self.state.version += 1;
+        self.shared.store(Arc::new(self.state.clone()));
+        self.unpublished = 0;
+        self.state.version
+    }
+
+    /// Applies a route config change (new arms start at their prior; see
+    /// `PolicySnapshot::prepare`) and publishes it.
+    pub fn reconfigure(&mut self, spec: &RouteSpec) -> Result<u64, SnapshotError> {
+        self.state = self.state.clone().prepare(spec)?;
+        Ok(self.publish())
+    }
+
+    fn locate(&self, arm: &ModelName, x: &[f64]) -> Result<usize, UpdateError> {
+        let i = self
+            .state
+            .arm_index(arm.as_str())
+            .ok_or_else(|| UpdateError::UnknownArm(arm.to_string()))?;
+        if x.len() != self.state.dimension {
+            return Err(UpdateError::Dimension {
+                expected: self.state.dimension,
+                found: x.len(),
+            });
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(UpdateError::NonFinite);
+        }
+        Ok(i)
+    }
+
+    /// Cost and latency of a finished request; feeds the pacer with the
+    /// realised cost. A failure also records quality 0; its cost and latency
+    /// do not train the cost/latency models (an error's price says nothing
+    /// about an answer's price).
+    pub fn apply_outcome(&mut self, o: &Outcome) -> Result<UpdateReport, UpdateError> {
+        let i = self.locate(&o.arm, &o.x)?;
+        if !(o.latency_s.is_finite() && o.latency_s >= 0.0) {
+            return Err(UpdateError::Latency(o.latency_s));
+        }
+        let state = &mut self.state;
+        let target = state.budget.target_usd_per_request;
+        state
+            .pacing
+            .observe(o.cost_usd.get(), target, &state.config.pacing);
+        let Some(slot) = state.arms.get_mut(i) else {
+            return Err(UpdateError::UnknownArm(o.arm.to_string()));
+        };
+        let arm = Arc::make_mut(slot);
+        let cfg = &state.config;
+        let mut report = UpdateReport::default();
+        if o.ok {
+            report.drift.extend(arm.observe_outcome(
+                i,
+                &o.x,
+                o.cost_usd.get(),
+                o.latency_s,
+                cfg,
+                &mut self.scratch,
+            ));
+        } else {
+            arm.record_error();
+            report
+                .drift
+                .extend(arm.observe_quality(i, &o.x, 0.0, cfg, &mut self.scratch));
+        }
+        self.unpublished += 1;
+        Ok(report)
+    }
+
+    /// Quality feedback for an earlier request.
+    pub fn apply_quality(&mut self, q: &Quality) -> Result<UpdateReport, UpdateError> {
+        let i = self.locate(&q.arm, &q.x)?;
+        let state = &mut self.state;
+        let Some(slot) = state.arms.get_mut(i) else {
+            return Err(UpdateError::UnknownArm(q.arm.to_string()));
+        };
+        let arm = Arc::make_mut(slot);
+        let mut report = UpdateReport::default();
+        report.drift.extend(arm.observe_quality(
+            i,
+            &q.x,
+            q.reward.get(),
+            &state.config,
+            &mut self.scratch,
+        ));
+        self.unpublished += 1;
+        Ok(report)
+    }
+
+    /// Overrides the pacing dual (e.g. an operator reset); clamped.
+    pub fn set_pacing_lambda(&mut self, lambda: f64) {
+        self.state.pacing.set_lambda(lambda);
+    }
+}
