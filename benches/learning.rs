@@ -5,14 +5,14 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use switchboard::bandit::{
     Algorithm, ArmSpec, BudgetConfig, DecisionRequest, Objective, PolicyConfig, PolicySnapshot,
     PolicyWriter, Quality, RouteSpec,
 };
 use switchboard::domain::{ModelName, Reward};
 use switchboard::features::{Encoder, FeatureSpec, Features, PromptView};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 fn prompt_2kb() -> String {
     let base =

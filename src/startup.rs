@@ -23,6 +23,7 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    learner: JoinHandle<()>,
     writer: JoinHandle<()>,
     grace: Duration,
 }
@@ -60,8 +61,11 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let writer = tokio::spawn(writer.run(stop_rx.clone()));
 
-    let gateway =
-        Arc::new(Gateway::build(&config, env, store, outbox).context("building the gateway")?);
+    let (gateway, learner) = Gateway::build(&config, env, store, outbox)
+        .await
+        .context("building the gateway")?;
+    let gateway = Arc::new(gateway);
+    let learner = tokio::spawn(learner.run(stop_rx.clone()));
     let state = AppState {
         gateway: gateway.clone(),
         metrics: metrics_handle(),
@@ -93,6 +97,7 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
         gateway,
         stop,
         server,
+        learner,
         writer,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
     })
@@ -105,6 +110,12 @@ impl Running {
         let _ = self.stop.send(true);
         if tokio::time::timeout(self.grace, self.server).await.is_err() {
             tracing::warn!("In-flight requests outlived the shutdown grace period.");
+        }
+        if tokio::time::timeout(self.grace, self.learner)
+            .await
+            .is_err()
+        {
+            tracing::error!("The learner did not save its state within the grace period.");
         }
         if tokio::time::timeout(self.grace, self.writer).await.is_err() {
             tracing::error!("The outbox did not drain within the grace period.");

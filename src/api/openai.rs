@@ -42,6 +42,7 @@ fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
         ("x-switchboard-model", meta.model.as_ref()),
         ("x-switchboard-route", meta.route.as_ref()),
         ("x-switchboard-policy-version", meta.policy_version.as_ref()),
+        ("x-switchboard-decision", meta.decision_summary.as_ref()),
     ];
     for (name, value) in pairs {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {

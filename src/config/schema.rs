@@ -175,6 +175,14 @@ pub struct RouteConfig {
     pub ttft_deadline_ms: Option<u64>,
     #[serde(default)]
     pub exploration_cap: Option<f64>,
+    /// Bandit parameters (alpha, ridge, forgetting, floors, priors, drift,
+    /// pacing). The route's `policy` and `exploration_cap` take precedence
+    /// over `algorithm` and `exploration_cap` here.
+    #[serde(default)]
+    pub bandit: Option<crate::bandit::PolicyConfig>,
+    /// How prompts become feature vectors for this route.
+    #[serde(default)]
+    pub features: Option<crate::features::FeatureSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

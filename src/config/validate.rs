@@ -141,6 +141,24 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
                 );
             }
         }
+        if let Some(b) = &r.bandit {
+            if let Err(e) = b.validate() {
+                return bad(format!("routes[{i}].bandit"), e.0);
+            }
+            if let Some(f) = &b.fixed_arm {
+                if !seen.contains(f.as_str()) {
+                    return bad(
+                        format!("routes[{i}].bandit.fixed_arm"),
+                        format!("{:?} is not a model of this route", f.as_str()),
+                    );
+                }
+            }
+        }
+        if let Some(f) = &r.features {
+            if let Err(e) = f.validate() {
+                return bad(format!("routes[{i}].features"), e.to_string());
+            }
+        }
         if let Some(cap) = r.exploration_cap {
             if !(0.0..=1.0).contains(&cap) {
                 return bad(

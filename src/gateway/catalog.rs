@@ -29,6 +29,8 @@ impl ModelEntry {
 }
 
 pub struct RouteEntry {
+    /// Position in `Catalog::routes` (and in `Learning::routes`).
+    pub index: usize,
     pub name: ModelName,
     /// Indices into `Catalog::models`, in config order (the policy's arm order).
     pub arms: Vec<usize>,
@@ -75,7 +77,8 @@ impl Catalog {
         let routes: Vec<RouteEntry> = config
             .routes
             .iter()
-            .map(|r| route_entry(r, &by_model))
+            .enumerate()
+            .map(|(i, r)| route_entry(i, r, &by_model))
             .collect::<Option<_>>()?;
         let by_route = routes
             .iter()
@@ -99,13 +102,22 @@ impl Catalog {
             .map(|&i| Target::Model(&self.models[i]))
     }
 
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.by_route.get(name).copied()
+    }
+
     pub fn model(&self, name: &str) -> Option<&ModelEntry> {
         self.by_model.get(name).map(|&i| &self.models[i])
     }
 }
 
-fn route_entry(r: &RouteConfig, by_model: &HashMap<String, usize>) -> Option<RouteEntry> {
+fn route_entry(
+    index: usize,
+    r: &RouteConfig,
+    by_model: &HashMap<String, usize>,
+) -> Option<RouteEntry> {
     Some(RouteEntry {
+        index,
         name: r.name.clone(),
         arms: r
             .models

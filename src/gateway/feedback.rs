@@ -1,13 +1,27 @@
-//! Feedback on a past request: checked against the recent decisions (then
-//! the store), queued for the database, and handed to the policy.
+//! Feedback on a past request: joined to its decision (recent decisions in
+//! memory, else the stored row), queued for the database, and — for the
+//! `quality` metric — taught to the route's policy.
+//!
+//! Online rule: the policy learns one quality per decision — a failure's
+//! implicit 0, or else the first `quality` feedback. Every row is stored;
+//! the batch retraining job combines several per request as "latest per
+//! metric wins".
+
+use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::learning::Update;
+use super::recent::DecisionMemo;
 use super::Gateway;
+use crate::bandit::Quality;
 use crate::domain::{RequestId, Reward};
 use crate::error::ApiError;
 use crate::store::{Event, FeedbackRecord};
 use crate::telemetry::names;
+
+/// The metric that teaches the policy online.
+pub const QUALITY_METRIC: &str = "quality";
 
 pub struct FeedbackInput {
     pub request_id: RequestId,
@@ -20,24 +34,20 @@ pub struct FeedbackInput {
 
 pub async fn submit(gw: &Gateway, input: FeedbackInput) -> Result<(), ApiError> {
     let id = input.request_id.as_str();
-    let known = match gw.recent.get(id) {
-        Some(_) => true,
-        None => gw.store.request_exists(id).await.map_err(|e| {
-            tracing::error!(error = %e, "Looking up a request for feedback failed.");
-            ApiError::unavailable(
-                "store_unavailable",
-                "The request could not be looked up right now; retry later.",
+    let memo = match gw.recent.get(id) {
+        Some(m) => m,
+        None => stored_memo(gw, id).await?.ok_or_else(|| {
+            ApiError::not_found(
+                "request_not_found",
+                format!("No request with id `{id}` is known to this router."),
             )
+            .with_param("request_id")
         })?,
     };
-    if !known {
-        return Err(ApiError::not_found(
-            "request_not_found",
-            format!("No request with id `{id}` is known to this router."),
-        )
-        .with_param("request_id"));
-    }
     metrics::counter!(names::FEEDBACK, "metric" => input.metric.clone()).increment(1);
+    if input.metric == QUALITY_METRIC {
+        teach(gw, id, &memo, input.value);
+    }
     gw.outbox.send(Event::Feedback(FeedbackRecord {
         request_id: id.to_owned(),
         created_at: Utc::now(),
@@ -48,4 +58,63 @@ pub async fn submit(gw: &Gateway, input: FeedbackInput) -> Result<(), ApiError> 
         feedback_id: input.feedback_id,
     }));
     Ok(())
+}
+
+fn teach(gw: &Gateway, id: &str, memo: &DecisionMemo, reward: Reward) {
+    if memo.quality_taught {
+        return;
+    }
+    let (Some(route), Some(model), Some(x)) = (memo.route, memo.model, memo.features.clone())
+    else {
+        return;
+    };
+    let Some(arm) = gw
+        .learning
+        .routes
+        .get(route)
+        .and_then(|l| l.arm_name(model))
+    else {
+        return;
+    };
+    gw.learning.send(Update::Quality {
+        route,
+        quality: Quality {
+            arm: arm.clone(),
+            x,
+            reward,
+        },
+    });
+    gw.recent.insert(
+        id,
+        DecisionMemo {
+            quality_taught: true,
+            ..memo.clone()
+        },
+    );
+}
+
+/// Rebuilds a decision's memo from the store (feedback after a restart or
+/// after the in-memory table forgot it).
+async fn stored_memo(gw: &Gateway, id: &str) -> Result<Option<Arc<DecisionMemo>>, ApiError> {
+    let stored = gw.store.decision(id).await.map_err(|e| {
+        tracing::error!(error = %e, "Looking up a request for feedback failed.");
+        ApiError::unavailable(
+            "store_unavailable",
+            "The request could not be looked up right now; retry later.",
+        )
+    })?;
+    Ok(stored.map(|d| {
+        let memo = DecisionMemo {
+            route: d.route.as_deref().and_then(|r| gw.catalog.route_index(r)),
+            model: d
+                .model
+                .as_deref()
+                .and_then(|m| gw.catalog.model(m))
+                .map(|m| m.index),
+            features: d.features.map(Into::into),
+            quality_taught: d.status != "ok",
+        };
+        gw.recent.insert(id, memo.clone());
+        Arc::new(memo)
+    }))
 }

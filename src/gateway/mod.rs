@@ -8,9 +8,11 @@ pub mod catalog;
 mod decide;
 mod eligible;
 pub mod feedback;
+pub mod learning;
 pub mod options;
 mod outcome;
 mod pipeline;
+mod prompt;
 pub mod recent;
 mod stream;
 
@@ -20,12 +22,15 @@ use std::time::Duration;
 
 pub use pipeline::{chat, ChatReply, Meta, Routed};
 
+use crate::bandit::Outcome;
 use crate::config::{Config, Env, ResilienceConfig};
+use crate::domain::Usd;
 use crate::providers::{Provider, ProviderSetupError};
 use crate::store::outbox::Outbox;
 use crate::store::Store;
 use breaker::Breakers;
 use catalog::Catalog;
+use learning::{Learning, LearningError, LearningWriter, Update};
 use recent::{DecisionMemo, RecentDecisions};
 
 pub struct Gateway {
@@ -36,6 +41,7 @@ pub struct Gateway {
     pub outbox: Outbox,
     pub store: Store,
     pub recent: RecentDecisions,
+    pub learning: Learning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +50,27 @@ pub enum GatewayBuildError {
     Provider(#[from] ProviderSetupError),
     #[error("a model refers to a provider that is not configured")]
     Catalog,
+    #[error(transparent)]
+    Learning(#[from] LearningError),
 }
 
 impl Gateway {
-    pub fn build(
+    /// Builds providers, the catalog and every route's policy (resumed from
+    /// the store when possible). Run the returned writer in its own task.
+    pub async fn build(
         config: &Config,
         env: &Env,
         store: Store,
         outbox: Outbox,
-    ) -> Result<Self, GatewayBuildError> {
+    ) -> Result<(Self, LearningWriter), GatewayBuildError> {
         let mut providers = HashMap::new();
         for p in &config.providers {
             providers.insert(p.name.clone(), Arc::new(Provider::new(p, env)?));
         }
         let catalog = Catalog::build(config, &providers).ok_or(GatewayBuildError::Catalog)?;
+        let (learning, writer) = Learning::build(config, &catalog, &store).await?;
         let r = &config.resilience;
-        Ok(Self {
+        let gateway = Self {
             breakers: Breakers::new(
                 catalog.models.len(),
                 r.breaker_failure_threshold,
@@ -71,7 +82,9 @@ impl Gateway {
             outbox,
             store,
             recent: RecentDecisions::new(1_000_000, Duration::from_secs(24 * 3600)),
-        })
+            learning,
+        };
+        Ok((gateway, writer))
     }
 
     /// Records which model finally answered a request, for feedback to join.
@@ -79,19 +92,63 @@ impl Gateway {
         self.recent.insert(request_id, memo);
     }
 
-    /// A request ended (successfully or not) on `model`.
-    pub(crate) fn learn_outcome(&self, model: usize, request_id: &str, ok: bool) {
-        if let Some(memo) = self.recent.get(request_id) {
+    /// A request ended on `model` (which answered, or failed): the route's
+    /// policy learns its cost and latency, and a failure counts as quality 0.
+    pub(crate) fn learn_outcome(
+        &self,
+        request_id: &str,
+        model: usize,
+        ok: bool,
+        cost_usd: f64,
+        latency_s: f64,
+    ) {
+        let Some(memo) = self.recent.get(request_id) else {
+            return;
+        };
+        let (Some(route), Some(x)) = (memo.route, memo.features.clone()) else {
+            return;
+        };
+        let Some(learner) = self.learning.routes.get(route) else {
+            return;
+        };
+        let Some(arm) = learner.arm_name(model) else {
+            return;
+        };
+        self.learning.send(Update::Outcome {
+            route,
+            outcome: Outcome {
+                arm: arm.clone(),
+                x,
+                cost_usd: Usd::new(cost_usd).unwrap_or(Usd::ZERO),
+                latency_s: if latency_s.is_finite() {
+                    latency_s.max(0.0)
+                } else {
+                    0.0
+                },
+                ok,
+            },
+        });
+        if ok {
             if memo.model != Some(model) {
+                // A fallback answered: feedback now concerns this model.
                 self.remember(
                     request_id,
                     DecisionMemo {
                         model: Some(model),
+                        quality_taught: false,
                         ..(*memo).clone()
                     },
                 );
             }
+        } else if memo.model == Some(model) {
+            // The failure already taught quality 0; later feedback is stored only.
+            self.remember(
+                request_id,
+                DecisionMemo {
+                    quality_taught: true,
+                    ..(*memo).clone()
+                },
+            );
         }
-        let _ = ok;
     }
 }

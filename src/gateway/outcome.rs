@@ -43,8 +43,15 @@ pub struct Ending<'a> {
     pub error_kind: Option<&'a str>,
 }
 
+/// What the policy learns from a finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    pub cost_usd: f64,
+    pub latency_s: f64,
+}
+
 impl Draft {
-    pub fn finish(self, end: Ending<'_>, outbox: &Outbox) {
+    pub fn finish(self, end: Ending<'_>, outbox: &Outbox) -> Settled {
         let latency = self.started.elapsed();
         let ok = end.error_kind.is_none();
         let usage = match (end.usage, end.model, ok) {
@@ -109,6 +116,10 @@ impl Draft {
             tags: (!self.options.tags.is_empty()).then(|| serde_json::json!(self.options.tags)),
         };
         outbox.send(Event::Request(Box::new(record)));
+        Settled {
+            cost_usd: cost,
+            latency_s: latency.as_secs_f64(),
+        }
     }
 }
 

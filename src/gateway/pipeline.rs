@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::catalog::Target;
-use super::decide::{decide_static, Decision};
+use super::decide::{Decision, RouteDecision};
 use super::eligible::eligible;
 use super::options::{Needs, RouterOptions};
 use super::outcome::{Draft, Ending};
@@ -31,6 +31,9 @@ pub struct Meta {
     pub model: Option<String>,
     pub route: Option<String>,
     pub policy_version: Option<String>,
+    /// The compact decision receipt, when the request asked for it
+    /// (`x-switchboard-explain: true`).
+    pub decision_summary: Option<String>,
 }
 
 pub enum ChatReply {
@@ -152,6 +155,7 @@ async fn run(
                 policy_version: "direct".into(),
                 features: None,
                 receipt: serde_json::json!({"policy": "direct"}),
+                summary: format!("chosen={};p=1;direct", m.name.as_str()),
             },
             None,
             vec![m.name.as_str().to_owned()],
@@ -170,20 +174,24 @@ async fn run(
             if el.models.is_empty() {
                 return Err(no_eligible_model(route.name.as_str(), &el.excluded));
             }
-            let mut d = decide_static(route, &el.models);
-            if let Value::Object(r) = &mut d.receipt {
-                r.insert("excluded".into(), serde_json::json!(el.excluded));
-            }
+            let decider = RouteDecision {
+                route: route.name.as_str(),
+                learner: &gw.learning.routes[route.index],
+                catalog: &gw.catalog,
+            };
+            let d = decider.decide(body, &el.models, &el.excluded, &options)?;
             let names = el
                 .models
                 .iter()
                 .map(|&i| gw.catalog.models[i].name.as_str().to_owned())
                 .collect();
-            let route_index = gw.catalog.routes.iter().position(|r| r.name == route.name);
-            (d, route_index, names)
+            (d, Some(route.index), names)
         }
     };
     meta.policy_version = Some(decision.policy_version.clone());
+    if wants_explanation(headers) {
+        meta.decision_summary = Some(decision.summary.clone());
+    }
     meta.model = decision
         .ranking
         .first()
@@ -193,7 +201,8 @@ async fn run(
         DecisionMemo {
             route: route_index,
             model: decision.ranking.first().copied(),
-            features: decision.features.clone().map(Arc::from),
+            features: decision.features.clone(),
+            quality_taught: false,
         },
     );
 
@@ -207,7 +216,7 @@ async fn run(
         eligible_models: eligible_names,
         policy_version: Some(decision.policy_version.clone()),
         propensity: Some(decision.propensity),
-        features: decision.features.clone(),
+        features: decision.features.as_ref().map(|f| f.to_vec()),
         decision: Some(decision.receipt.clone()),
         stream: checked.stream,
         chain: Vec::new(),
@@ -227,6 +236,7 @@ async fn run(
             &mut draft.chain,
         )
         .await;
+    teach_failed_attempts(gw, &meta.request_id, &draft.chain, started);
     match answer {
         Ok(Answer::Complete {
             model,
@@ -243,7 +253,7 @@ async fn run(
                 );
             }
             let text = completion_text(&body);
-            draft.finish(
+            let settled = draft.finish(
                 Ending {
                     model: Some(entry),
                     usage,
@@ -254,7 +264,13 @@ async fn run(
                 },
                 &gw.outbox,
             );
-            gw.learn_outcome(model, &meta.request_id, true);
+            gw.learn_outcome(
+                &meta.request_id,
+                model,
+                true,
+                settled.cost_usd,
+                settled.latency_s,
+            );
             Ok(ChatReply::Complete(body))
         }
         Ok(Answer::Stream {
@@ -292,12 +308,47 @@ async fn run(
                 },
                 &gw.outbox,
             );
-            if let Some(m) = last_model {
-                gw.learn_outcome(m.index, &meta.request_id, false);
-            }
             Err(err)
         }
     }
+}
+
+/// Every model that failed on its own account (not the client's) learns
+/// quality 0 for this prompt, whether or not a fallback then answered.
+fn teach_failed_attempts(
+    gw: &Gateway,
+    request_id: &str,
+    chain: &[crate::store::AttemptRecord],
+    started: Instant,
+) {
+    let mut taught: Vec<&str> = Vec::new();
+    for a in chain {
+        let Some(kind) = a.error.as_deref() else {
+            continue;
+        };
+        if matches!(kind, "invalid_request" | "too_large" | "deadline")
+            || taught.contains(&a.model.as_str())
+        {
+            continue;
+        }
+        if let Some(m) = gw.catalog.model(&a.model) {
+            gw.learn_outcome(
+                request_id,
+                m.index,
+                false,
+                0.0,
+                started.elapsed().as_secs_f64(),
+            );
+            taught.push(&a.model);
+        }
+    }
+}
+
+fn wants_explanation(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-switchboard-explain")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
 fn no_eligible_model(route: &str, excluded: &[super::eligible::Exclusion]) -> ApiError {

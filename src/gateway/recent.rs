@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::features::Features;
+
 /// What feedback needs to teach the policy about one decision.
 #[derive(Debug, Clone)]
 pub struct DecisionMemo {
@@ -14,7 +16,10 @@ pub struct DecisionMemo {
     pub route: Option<usize>,
     /// Catalog index of the model that answered (or was last tried).
     pub model: Option<usize>,
-    pub features: Option<Arc<[f64]>>,
+    pub features: Option<Features>,
+    /// The policy has had its quality signal for this decision (a failure
+    /// counts as quality 0; then only the first feedback teaches online).
+    pub quality_taught: bool,
 }
 
 #[derive(Clone)]

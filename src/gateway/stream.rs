@@ -47,7 +47,7 @@ impl State {
             let gw = &self.parts.gateway;
             let model = &gw.catalog.models[self.parts.model];
             let status = if error.is_some() { 502 } else { 200 };
-            draft.finish(
+            let settled = draft.finish(
                 Ending {
                     model: Some(model),
                     usage: self.usage,
@@ -58,7 +58,16 @@ impl State {
                 },
                 &gw.outbox,
             );
-            gw.learn_outcome(self.parts.model, &self.parts.request_id, error.is_none());
+            // A client that hangs up says nothing about the model.
+            if error != Some("client_disconnected") {
+                gw.learn_outcome(
+                    &self.parts.request_id,
+                    self.parts.model,
+                    error.is_none(),
+                    settled.cost_usd,
+                    settled.latency_s,
+                );
+            }
         }
     }
 

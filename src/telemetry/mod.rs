@@ -15,6 +15,10 @@ pub mod names {
     pub const EVENTS_WRITTEN: &str = "switchboard_events_written_total";
     pub const EVENTS_SPILLED: &str = "switchboard_events_spilled_total";
     pub const EVENTS_DROPPED: &str = "switchboard_events_dropped_total";
+    pub const DECISIONS: &str = "switchboard_decisions_total";
+    pub const REWARD: &str = "switchboard_reward";
+    pub const DRIFT_EVENTS: &str = "switchboard_drift_events_total";
+    pub const LEARNING_DROPPED: &str = "switchboard_learning_updates_dropped_total";
 }
 
 /// Installs the global subscriber: human-readable by default, JSON when

@@ -8,6 +8,8 @@ use switchboard::config::{load_str, Env};
 use switchboard::startup::{self, Running};
 use switchboard::store::Store;
 
+pub const ADMIN_TOKEN: &str = "admin-test-token";
+
 pub enum Db {
     Postgres,
     Sqlite,
@@ -15,6 +17,7 @@ pub enum Db {
 
 pub struct TestApp {
     pub url: String,
+    pub db_url: String,
     pub http: reqwest::Client,
     pub store: Store,
     running: Option<Running>,
@@ -45,17 +48,24 @@ pub async fn spawn(config_toml: &str, db: Db) -> TestApp {
         Db::Postgres => fresh_postgres().await,
         Db::Sqlite => format!("sqlite://{}/switchboard.db", dir.path().display()),
     };
+    spawn_on(config_toml, &url, dir).await
+}
+
+/// Starts the app on an existing database (e.g. to restart on the same one).
+pub async fn spawn_on(config_toml: &str, url: &str, dir: tempfile::TempDir) -> TestApp {
     let text = format!(
         "{config_toml}\n[store]\nspill_path = \"{}/spill.jsonl\"\nflush_interval_ms = 20\n",
         dir.path().display()
     );
     let mut env = Env::new();
-    env.insert("DATABASE_URL".into(), url);
+    env.insert("DATABASE_URL".into(), url.to_owned());
+    env.insert("SWITCHBOARD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert("MOCK_KEY".into(), "sk-test-secret".into());
     env.insert("ANTHROPIC_TEST_KEY".into(), "sk-ant-test".into());
     let config = load_str(&text, "test.toml", &env).unwrap();
     let running = startup::start(config, &env).await.unwrap();
     TestApp {
+        db_url: url.to_owned(),
         url: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
         store: running.gateway.store.clone(),
@@ -197,7 +207,6 @@ pub struct RequestRow {
     pub completion_tokens: Option<i32>,
     pub tokens_counted_locally: bool,
     pub error_kind: Option<String>,
-    #[allow(dead_code, reason = "read by the learning tests")]
     pub policy_version: Option<String>,
     pub propensity: Option<f64>,
     pub fallback_chain: Value,

@@ -10,6 +10,7 @@ mod compose;
 mod errors;
 mod feedback;
 mod helpers;
+mod learning;
 mod mock;
 mod mock_anthropic;
 mod python_sdk;

@@ -1,0 +1,171 @@
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn, spawn_on, two_providers, Db, TestApp, ADMIN_TOKEN};
+use crate::mock::MockUpstream;
+
+fn config(a: &str, b: &str) -> String {
+    format!(
+        "{}\n[[routes]]\nname = \"learned\"\nmodels = [\"small\", \"large\"]\npolicy = \"linucb\"\n[routes.objective]\ncost_weight = 10.0\n",
+        two_providers(a, b)
+    )
+}
+
+const PROMPTS: [&str; 4] = [
+    "Explain the proof of the four colour theorem in detail.",
+    "What is 17 times 23?",
+    "Write a python function that reverses a linked list.",
+    "Which of the following is a prime number? A) 4 B) 6 C) 7 D) 9",
+];
+
+/// Sends one request to `learned` and answers with feedback: `large` is
+/// good (0.9), `small` poor (0.1). Returns the model that answered.
+async fn round(app: &TestApp, i: usize) -> String {
+    let r = app
+        .chat(json!({"model": "learned", "messages": [{"role": "user", "content": PROMPTS[i % PROMPTS.len()]}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let model = r.headers()["x-switchboard-model"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = r.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let score = if model == "large" { 0.9 } else { 0.1 };
+    let f = app
+        .http
+        .post(format!("{}/v1/feedback", app.url))
+        .json(&json!({"request_id": id, "score": score}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.status(), 202);
+    // Let the single writer apply it before the next decision.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    model
+}
+
+#[tokio::test]
+async fn feedback_through_http_shifts_traffic_to_the_better_model() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let app = spawn(&config(&a.base_url(), &b.base_url()), Db::Postgres).await;
+    let mut models = Vec::new();
+    for i in 0..60 {
+        models.push(round(&app, i).await);
+    }
+    let late_large = models[40..].iter().filter(|m| *m == "large").count();
+    assert!(
+        late_large >= 17,
+        "the last 20 decisions sent only {late_large} to the better model: {models:?}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a.base_url(), &b.base_url());
+    let app = spawn(&cfg, Db::Postgres).await;
+    for i in 0..10 {
+        round(&app, i).await;
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.url))
+        .header("x-switchboard-explain", "true")
+        .json(&json!({"model": "learned", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let version = r.headers()["x-switchboard-policy-version"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let summary = r.headers()["x-switchboard-decision"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(summary.starts_with("chosen="), "{summary}");
+    assert!(
+        summary.contains("small:q=") && summary.contains("large:q="),
+        "{summary}"
+    );
+    let n: u64 = version.strip_prefix("online.").unwrap().parse().unwrap();
+    assert!(
+        n >= 10,
+        "ten outcomes and feedbacks were published: {version}"
+    );
+
+    // The stored row carries the decision: eligible arms, propensity, features, receipt.
+    let row = app.request_row(&id).await;
+    assert_eq!(row.policy_version.as_deref(), Some(version.as_str()));
+    let p = row.propensity.unwrap();
+    assert!(p > 0.0 && p <= 1.0);
+    let unauth = app
+        .http
+        .get(format!("{}/admin/decisions/{id}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+    let receipt: Value = app
+        .http
+        .get(format!("{}/admin/decisions/{id}", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipt["policy_version"], version.as_str());
+    let arms = receipt["receipt"]["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2);
+    for arm in arms {
+        for key in [
+            "model",
+            "quality",
+            "cost_usd",
+            "latency_s",
+            "bonus",
+            "utility",
+            "probability",
+        ] {
+            assert!(arm.get(key).is_some(), "receipt arm lacks {key}: {arm}");
+        }
+    }
+    let total: f64 = arms
+        .iter()
+        .map(|a| a["probability"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9, "propensities sum to {total}");
+
+    // Restart on the same database: the learned state is resumed, not reset.
+    let url = app.db_url.clone();
+    app.shutdown().await;
+    let again = spawn_on(&cfg, &url, tempfile::tempdir().unwrap()).await;
+    let r = again
+        .chat(json!({"model": "learned", "messages": [{"role": "user", "content": "hello"}]}))
+        .await;
+    let resumed = r.headers()["x-switchboard-policy-version"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let m: u64 = resumed.strip_prefix("online.").unwrap().parse().unwrap();
+    assert!(
+        m >= n,
+        "version went from {version} to {resumed} across a restart"
+    );
+    again.shutdown().await;
+}
