@@ -27,6 +27,21 @@ enum Command {
     },
     /// Zero setup: simulated providers, the router on embedded SQLite, traffic and a live summary.
     Demo(switchboard::sim::demo::DemoOptions),
+    /// Replay a full-information routing file through a route's policy (bandit feedback).
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// First seed of the shuffles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How many seeds (passes) to run, from `--seed` on.
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+    },
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
     /// Validate a configuration file and exit.
@@ -73,6 +88,13 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(opts) => switchboard::sim::demo::run(opts, &env).await,
+        Command::Replay {
+            config,
+            route,
+            data,
+            seed,
+            seeds,
+        } => switchboard::replay_cmd::run(&config, &route, &data, seed, seeds, &env),
         Command::Migrate => {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;

@@ -169,7 +169,9 @@ impl Learning {
     }
 }
 
-fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpec {
+/// The bandit configuration a route asks for: its `[routes.bandit]` table
+/// with the route-level `policy` and `exploration_cap` on top.
+pub fn policy_config(r: &RouteConfig) -> PolicyConfig {
     let mut config: PolicyConfig = r.bandit.clone().unwrap_or_default();
     config.algorithm = match r.policy {
         PolicyKind::Linucb => Algorithm::Linucb,
@@ -184,6 +186,11 @@ fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpe
     if config.algorithm == Algorithm::Fixed && config.fixed_arm.is_none() {
         config.fixed_arm = r.models.first().cloned();
     }
+    config
+}
+
+fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpec {
+    let config = policy_config(r);
     let arms = r
         .models
         .iter()
