@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::HeaderMap;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::catalog::Target;
@@ -23,6 +24,7 @@ use super::Gateway;
 use crate::domain::RequestId;
 use crate::error::ApiError;
 use crate::providers::UpstreamError;
+use crate::telemetry::spans;
 
 /// What was decided, for the response headers (also on errors).
 #[derive(Debug, Clone, Default)]
@@ -49,7 +51,10 @@ pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &Head
         request_id: request_id.to_string(),
         ..Meta::default()
     };
-    let reply = run(&gw, &mut body, headers, &mut meta).await;
+    let span = spans::request(request_id.as_str());
+    let reply = run(&gw, &mut body, headers, &mut meta)
+        .instrument(span)
+        .await;
     Routed { meta, reply }
 }
 
@@ -170,7 +175,7 @@ async fn run(
             if el.models.is_empty() {
                 return Err(no_eligible_model(route.name.as_str(), &el.excluded));
             }
-            let mut d = decide_static(route, &el.models);
+            let mut d = spans::decision(route.name.as_str()).in_scope(|| decide_static(route, &el.models));
             if let Value::Object(r) = &mut d.receipt {
                 r.insert("excluded".into(), serde_json::json!(el.excluded));
             }
@@ -184,6 +189,7 @@ async fn run(
         }
     };
     meta.policy_version = Some(decision.policy_version.clone());
+    spans::record_request(&tracing::Span::current(), &checked.requested, meta.route.as_deref());
     meta.model = decision
         .ranking
         .first()
@@ -212,6 +218,7 @@ async fn run(
         stream: checked.stream,
         chain: Vec::new(),
         messages: body.get("messages").cloned(),
+        span: tracing::Span::current(),
     };
     let attempts = Attempts {
         catalog: &gw.catalog,
