@@ -7,6 +7,7 @@ mod anthropic;
 mod chat;
 mod cli;
 mod compose;
+mod dashboard;
 mod errors;
 mod feedback;
 mod helpers;
