@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod anthropic;
+mod browser;
 mod chat;
 mod cli;
 mod compose;
@@ -11,6 +12,7 @@ mod dashboard;
 mod errors;
 mod feedback;
 mod helpers;
+mod metrics;
 mod mock;
 mod mock_anthropic;
 mod python_sdk;
