@@ -11,6 +11,7 @@ mod compose;
 mod dashboard;
 mod errors;
 mod feedback;
+mod grafana;
 mod helpers;
 mod metrics;
 mod mock;
