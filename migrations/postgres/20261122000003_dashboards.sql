@@ -136,10 +136,15 @@ BEGIN
         FROM (SELECT DISTINCT ON (request_id) request_id, value, created_at, id
               FROM new_rows WHERE metric = 'quality'
               ORDER BY request_id, created_at DESC, id DESC) nl
-        LEFT JOIN LATERAL (SELECT f.value, f.created_at, f.id FROM feedback f
-            WHERE f.request_id = nl.request_id AND f.metric = 'quality'
-              AND NOT EXISTS (SELECT 1 FROM new_rows x WHERE x.id = f.id)
-            ORDER BY f.created_at DESC, f.id DESC LIMIT 1) p ON true
+        -- The latest quality feedback stored before this statement; a set
+        -- (hashed NOT IN) rather than a per-row probe, so a big INSERT stays linear.
+        LEFT JOIN (SELECT DISTINCT ON (f.request_id) f.request_id, f.value, f.created_at, f.id
+              FROM feedback f
+              WHERE f.metric = 'quality'
+                AND f.request_id IN (SELECT request_id FROM new_rows WHERE metric = 'quality')
+                AND f.id NOT IN (SELECT id FROM new_rows)
+              ORDER BY f.request_id, f.created_at DESC, f.id DESC) p
+            ON p.request_id = nl.request_id
     ) d
     JOIN requests r ON r.id = d.request_id
     GROUP BY 1, 2, 3, 4, 5, 6, 7
