@@ -97,7 +97,11 @@ async fn main() -> anyhow::Result<()> {
             .execute(pool)
             .await?;
         start += CHUNK;
-        eprintln!("seeded {} rows in {:.0?}", (start - 1).min(rows), t.elapsed());
+        eprintln!(
+            "seeded {} rows in {:.0?}",
+            (start - 1).min(rows),
+            t.elapsed()
+        );
     }
     sqlx::query("ANALYZE").execute(pool).await?;
     let rollup: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollup_hourly")

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rand::Rng;
-use tracing::Instrument;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::breaker::Breakers;
 use super::catalog::Catalog;

@@ -57,8 +57,7 @@ impl Breakers {
                 State::Open { .. } => 1.0,
                 State::HalfOpen => 2.0,
             };
-            metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "model" => name.clone())
-                .set(v);
+            metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "model" => name.clone()).set(v);
         }
     }
 

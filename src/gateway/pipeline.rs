@@ -175,7 +175,8 @@ async fn run(
             if el.models.is_empty() {
                 return Err(no_eligible_model(route.name.as_str(), &el.excluded));
             }
-            let mut d = spans::decision(route.name.as_str()).in_scope(|| decide_static(route, &el.models));
+            let mut d =
+                spans::decision(route.name.as_str()).in_scope(|| decide_static(route, &el.models));
             if let Value::Object(r) = &mut d.receipt {
                 r.insert("excluded".into(), serde_json::json!(el.excluded));
             }
@@ -189,7 +190,11 @@ async fn run(
         }
     };
     meta.policy_version = Some(decision.policy_version.clone());
-    spans::record_request(&tracing::Span::current(), &checked.requested, meta.route.as_deref());
+    spans::record_request(
+        &tracing::Span::current(),
+        &checked.requested,
+        meta.route.as_deref(),
+    );
     meta.model = decision
         .ranking
         .first()

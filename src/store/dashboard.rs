@@ -294,7 +294,11 @@ impl Store {
     }
 
     /// Spend per API key and tenant, largest first.
-    pub async fn dashboard_spend(&self, w: Window, limit: i64) -> Result<Vec<SpendRow>, StoreError> {
+    pub async fn dashboard_spend(
+        &self,
+        w: Window,
+        limit: i64,
+    ) -> Result<Vec<SpendRow>, StoreError> {
         Ok(fetch_all!(self, SpendRow, spend_query(w, limit)))
     }
 
@@ -303,16 +307,25 @@ impl Store {
         w: Window,
         limit: i64,
     ) -> Result<Vec<ErrorRow>, StoreError> {
-        Ok(fetch_all!(self, ErrorRow, errors_query(w.since_time(), limit)))
+        Ok(fetch_all!(
+            self,
+            ErrorRow,
+            errors_query(w.since_time(), limit)
+        ))
     }
 
     pub async fn dashboard_error_kinds(&self, w: Window) -> Result<Vec<ErrorKindRow>, StoreError> {
-        Ok(fetch_all!(self, ErrorKindRow, error_kinds_query(w.since_time())))
+        Ok(fetch_all!(
+            self,
+            ErrorKindRow,
+            error_kinds_query(w.since_time())
+        ))
     }
 }
 
 impl Totals {
-    pub fn add(mut self, o: &Totals) -> Totals {
+    /// Adds another group's sums into this one.
+    pub fn absorb(&mut self, o: &Totals) {
         self.requests += o.requests;
         self.errors += o.errors;
         self.cost_usd += o.cost_usd;
@@ -323,7 +336,6 @@ impl Totals {
         self.completion_tokens += o.completion_tokens;
         self.rewarded += o.rewarded;
         self.reward_sum += o.reward_sum;
-        self
     }
 }
 
@@ -342,7 +354,9 @@ pub fn quantile_from_buckets(counts: &[(i32, i64)], q: f64) -> Option<f64> {
     for &(b, n) in &sorted {
         let n = n.max(0) as f64;
         if n > 0.0 && below + n >= rank {
-            let i = usize::try_from(b).unwrap_or(0).min(LATENCY_BUCKETS_MS.len() - 1);
+            let i = usize::try_from(b)
+                .unwrap_or(0)
+                .min(LATENCY_BUCKETS_MS.len() - 1);
             let lo = LATENCY_BUCKETS_MS[i];
             let Some(&hi) = LATENCY_BUCKETS_MS.get(i + 1) else {
                 return Some(lo);

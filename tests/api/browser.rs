@@ -62,9 +62,16 @@ async fn traffic(app: &TestApp, a: &MockUpstream) {
     let hi = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
     let mut ids = Vec::new();
     for i in 0..12 {
-        let r = app.chat(hi(if i % 3 == 0 { "large" } else { "small" })).await;
+        let r = app
+            .chat(hi(if i % 3 == 0 { "large" } else { "small" }))
+            .await;
         assert_eq!(r.status(), 200);
-        ids.push(r.headers()["x-switchboard-request-id"].to_str().unwrap().to_owned());
+        ids.push(
+            r.headers()["x-switchboard-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     for _ in 0..4 {
         assert_eq!(app.chat(hi("auto")).await.status(), 200);
@@ -105,14 +112,23 @@ async fn the_dashboard_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}/dashboard", app.url);
     let (dom, log) = run_chromium(bin, &dir.path().join("p1"), &url, &["--dump-dom".into()]).await;
-    assert!(dom.contains("data-ready=\"true\""), "the page never finished rendering:\n{log}\n{dom}");
-    assert!(dom.contains("data-charts=\"4\""), "not every chart was drawn with data:\n{dom}");
+    assert!(
+        dom.contains("data-ready=\"true\""),
+        "the page never finished rendering:\n{log}\n{dom}"
+    );
+    assert!(
+        dom.contains("data-charts=\"4\""),
+        "not every chart was drawn with data:\n{dom}"
+    );
     assert!(dom.contains("ready · 17 requests"), "{dom}");
     assert!(dom.contains("small") && dom.contains("large"));
-    assert!(dom.contains("invalid_request"), "the recent error is listed");
+    assert!(
+        dom.contains("invalid_request"),
+        "the recent error is listed"
+    );
     for line in log.lines() {
-        let console_error = line.contains("CONSOLE") && line.contains(":ERROR:")
-            || line.contains("Uncaught");
+        let console_error =
+            line.contains("CONSOLE") && line.contains(":ERROR:") || line.contains("Uncaught");
         assert!(!console_error, "console error: {line}");
     }
 

@@ -68,8 +68,14 @@ fn docker_compose_adds_prometheus_and_grafana_with_their_files() {
     let services = &doc["services"];
     let prom = &services["prometheus"];
     let grafana = &services["grafana"];
-    assert!(prom["image"].as_str().unwrap().starts_with("prom/prometheus:"));
-    assert!(grafana["image"].as_str().unwrap().starts_with("grafana/grafana:"));
+    assert!(prom["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("prom/prometheus:"));
+    assert!(grafana["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("grafana/grafana:"));
     assert_eq!(
         mounts_exist(root, prom),
         vec!["deploy/prometheus/prometheus.yml"]

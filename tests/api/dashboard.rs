@@ -81,7 +81,16 @@ pub async fn seed(store: &Store) {
         request("a1", s(1), "a", "v1", 100.0, 0.001, None, "key-1"),
         request("a2", s(2), "a", "v1", 200.0, 0.001, None, "key-1"),
         request("a3", s(3), "a", "v1", 300.0, 0.001, None, "key-1"),
-        request("a4", s(4), "a", "v1", 400.0, 0.001, Some("server_error"), "key-1"),
+        request(
+            "a4",
+            s(4),
+            "a",
+            "v1",
+            400.0,
+            0.001,
+            Some("server_error"),
+            "key-1",
+        ),
         feedback("a1", "f1", s(10), 0.2),
     ];
     store.write_batch(&first).await.unwrap();
@@ -239,9 +248,15 @@ async fn check_views(store: &Store) {
     // percentile_cont over 100, 200, 300, 400.
     assert!(close(p50, 250.0), "{p50}");
     assert!(close(p95, 385.0), "{p95}");
-    assert!(close(reward, 0.6) && close(coverage, 0.5), "{reward} {coverage}");
+    assert!(
+        close(reward, 0.6) && close(coverage, 0.5),
+        "{reward} {coverage}"
+    );
     assert!(close(share, 4.0 / 6.0));
-    assert!(close(version.0, 4.0 / 6.0) && close(version.1, 0.6), "{version:?}");
+    assert!(
+        close(version.0, 4.0 / 6.0) && close(version.1, 0.6),
+        "{version:?}"
+    );
     assert_eq!(spend.0, 2);
     assert!(close(spend.1, 0.02));
 }
@@ -288,6 +303,9 @@ async fn the_dashboard_page_is_served_from_the_binary() {
         .starts_with("text/html"));
     let html = r.text().await.unwrap();
     assert!(html.contains("/api/dashboard/"));
-    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
     app.shutdown().await;
 }

@@ -71,7 +71,10 @@ async fn every_grafana_panel_runs_against_the_views() {
     let mut ids = BTreeSet::new();
     for p in panels {
         let title = p["title"].as_str().unwrap();
-        assert!(ids.insert(p["id"].as_i64().unwrap()), "duplicate id: {title}");
+        assert!(
+            ids.insert(p["id"].as_i64().unwrap()),
+            "duplicate id: {title}"
+        );
         let uid = p["datasource"]["uid"].as_str().unwrap();
         assert!(uids.contains(uid), "{title}: unknown datasource {uid}");
         for t in p["targets"].as_array().unwrap() {
@@ -86,15 +89,22 @@ async fn every_grafana_panel_runs_against_the_views() {
             } else {
                 let expr = t["expr"].as_str().unwrap();
                 assert!(
-                    [names::REQUESTS, names::REQUEST_LATENCY, names::BREAKER_STATE]
-                        .iter()
-                        .any(|m| expr.contains(m)),
+                    [
+                        names::REQUESTS,
+                        names::REQUEST_LATENCY,
+                        names::BREAKER_STATE
+                    ]
+                    .iter()
+                    .any(|m| expr.contains(m)),
                     "{title}: {expr}"
                 );
                 prom_panels += 1;
             }
         }
     }
-    assert!(sql_panels >= 8 && prom_panels >= 1, "{sql_panels} {prom_panels}");
+    assert!(
+        sql_panels >= 8 && prom_panels >= 1,
+        "{sql_panels} {prom_panels}"
+    );
     store.close().await;
 }

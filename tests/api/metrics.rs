@@ -32,7 +32,11 @@ fn parse(text: &str) -> Exposition {
         let (name, labels, rest) = match line.find('{') {
             Some(i) => {
                 let end = line.rfind('}').expect("closing brace");
-                (&line[..i], parse_labels(&line[i + 1..end]), &line[end + 1..])
+                (
+                    &line[..i],
+                    parse_labels(&line[i + 1..end]),
+                    &line[end + 1..],
+                )
             }
             None => {
                 let (n, r) = line.split_once(' ').expect("sample");
@@ -85,11 +89,18 @@ impl Exposition {
             .samples
             .iter()
             .filter(|(n, l, _)| {
-                n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
             })
             .map(|(_, _, v)| *v)
             .collect();
-        assert!(hits.len() <= 1, "{name} {want:?} matches {} samples", hits.len());
+        assert!(
+            hits.len() <= 1,
+            "{name} {want:?} matches {} samples",
+            hits.len()
+        );
         hits.first().copied()
     }
 }
@@ -123,12 +134,15 @@ async fn metrics_cover_requests_errors_latency_tokens_cost_and_the_outbox() {
     for _ in 0..2 {
         assert_eq!(app.chat(hi(false)).await.status(), 200);
     }
-    assert_eq!(app.chat(hi(true)).await.text().await.unwrap().is_empty(), false);
+    assert!(app
+        .chat(hi(true))
+        .await
+        .text()
+        .await
+        .unwrap()
+        .ends_with("data: [DONE]\n\n"));
     // Both attempts on mx-small fail with 500, then mx-large answers.
-    a.script([
-        Behaviour::Status(500, None),
-        Behaviour::Status(500, None),
-    ]);
+    a.script([Behaviour::Status(500, None), Behaviour::Status(500, None)]);
     assert_eq!(app.chat(hi(false)).await.status(), 200);
     // Both models fail: a request error.
     a.script([Behaviour::Status(400, None)]);
@@ -158,40 +172,78 @@ async fn metrics_cover_requests_errors_latency_tokens_cost_and_the_outbox() {
         ("switchboard_outbox_batch_size", "histogram"),
         ("switchboard_events_written_total", "counter"),
     ] {
-        assert_eq!(m.types.get(family).map(String::as_str), Some(kind), "{family}");
+        assert_eq!(
+            m.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
     }
-    let small = [("route", "mx-ordered"), ("model", "mx-small"), ("provider", "alpha")];
+    let small = [
+        ("route", "mx-ordered"),
+        ("model", "mx-small"),
+        ("provider", "alpha"),
+    ];
     let with = |extra: (&'static str, &'static str)| {
         let mut l = small.to_vec();
         l.push(extra);
         l
     };
     // Two plain answers and one stream on mx-small.
-    assert_eq!(m.value("switchboard_requests_total", &with(("status", "2xx"))), Some(3.0));
-    assert_eq!(m.value("switchboard_requests_total", &with(("status", "4xx"))), Some(1.0));
-    let large = [("route", "mx-ordered"), ("model", "mx-large"), ("provider", "beta"), ("status", "2xx")];
+    assert_eq!(
+        m.value("switchboard_requests_total", &with(("status", "2xx"))),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("switchboard_requests_total", &with(("status", "4xx"))),
+        Some(1.0)
+    );
+    let large = [
+        ("route", "mx-ordered"),
+        ("model", "mx-large"),
+        ("provider", "beta"),
+        ("status", "2xx"),
+    ];
     assert_eq!(m.value("switchboard_requests_total", &large), Some(1.0));
     assert_eq!(
-        m.value("switchboard_request_errors_total", &with(("kind", "invalid_request"))),
+        m.value(
+            "switchboard_request_errors_total",
+            &with(("kind", "invalid_request"))
+        ),
         Some(1.0)
     );
     assert_eq!(
         m.value(
             "switchboard_upstream_errors_total",
-            &[("model", "mx-small"), ("provider", "alpha"), ("kind", "server_error")]
+            &[
+                ("model", "mx-small"),
+                ("provider", "alpha"),
+                ("kind", "server_error")
+            ]
         ),
         Some(2.0)
     );
     // A histogram: cumulative buckets up to +Inf equal to the count.
-    assert_eq!(m.value("switchboard_request_duration_seconds_count", &small), Some(4.0));
     assert_eq!(
-        m.value("switchboard_request_duration_seconds_bucket", &with(("le", "+Inf"))),
+        m.value("switchboard_request_duration_seconds_count", &small),
+        Some(4.0)
+    );
+    assert_eq!(
+        m.value(
+            "switchboard_request_duration_seconds_bucket",
+            &with(("le", "+Inf"))
+        ),
         Some(4.0)
     );
     assert!(m
-        .value("switchboard_request_duration_seconds_bucket", &with(("le", "0.005")))
+        .value(
+            "switchboard_request_duration_seconds_bucket",
+            &with(("le", "0.005"))
+        )
         .is_some());
-    assert_eq!(m.value("switchboard_time_to_first_token_seconds_count", &small), Some(1.0));
+    assert_eq!(
+        m.value("switchboard_time_to_first_token_seconds_count", &small),
+        Some(1.0)
+    );
     // Tokens and cost agree with what the store recorded for mx-small.
     let (input, output, cost): (i64, i64, f64) = match &app.store {
         switchboard::store::Store::Postgres(p) => sqlx::query_as(
@@ -204,13 +256,22 @@ async fn metrics_cover_requests_errors_latency_tokens_cost_and_the_outbox() {
         switchboard::store::Store::Sqlite(_) => unreachable!(),
     };
     assert_eq!(input, 36, "12 prompt tokens per answer");
-    assert_eq!(m.value("switchboard_tokens_total", &with(("type", "input"))), Some(input as f64));
-    assert_eq!(m.value("switchboard_tokens_total", &with(("type", "output"))), Some(output as f64));
+    assert_eq!(
+        m.value("switchboard_tokens_total", &with(("type", "input"))),
+        Some(input as f64)
+    );
+    assert_eq!(
+        m.value("switchboard_tokens_total", &with(("type", "output"))),
+        Some(output as f64)
+    );
     assert_eq!(
         m.value("switchboard_cost_microusd_total", &small),
         Some((cost * 1e6).round())
     );
-    assert_eq!(m.value("switchboard_circuit_state", &[("model", "mx-large")]), Some(0.0));
+    assert_eq!(
+        m.value("switchboard_circuit_state", &[("model", "mx-large")]),
+        Some(0.0)
+    );
     assert!(m.value("switchboard_events_written_total", &[]).unwrap() >= 5.0);
     assert!(m.value("switchboard_outbox_batch_size_count", &[]).unwrap() >= 1.0);
     app.shutdown().await;

@@ -79,8 +79,11 @@ fn reply<T: Serialize>(key: &str, r: Result<T, StoreError>) -> Response {
         Ok(v) => Json(json!({ key: v })).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "A dashboard query failed.");
-            ApiError::unavailable("store_unavailable", "The store could not be read; retry later.")
-                .into_response()
+            ApiError::unavailable(
+                "store_unavailable",
+                "The store could not be read; retry later.",
+            )
+            .into_response()
         }
     }
 }
@@ -99,7 +102,10 @@ macro_rules! handler {
     };
 }
 
-handler!(summary, "summary", |s, p| report::summary(&s.gateway.store, p.window));
+handler!(summary, "summary", |s, p| report::summary(
+    &s.gateway.store,
+    p.window
+));
 handler!(models, "models", |s, p| report::models(
     &s.gateway.store,
     p.window,
@@ -120,4 +126,6 @@ handler!(spend, "keys", |s, p| report::spend(
     p.window,
     p.limit
 ));
-handler!(policy, "routes", |s, p| report::policy(&s.gateway, p.window));
+handler!(policy, "routes", |s, p| report::policy(
+    &s.gateway, p.window
+));

@@ -103,9 +103,10 @@ pub struct RoutePolicy {
 
 pub async fn summary(store: &Store, w: Window) -> Result<Summary, StoreError> {
     let models = store.dashboard_models(w, None).await?;
-    let t = models
-        .iter()
-        .fold(Totals::default(), |a, m| a.add(&m.totals));
+    let mut t = Totals::default();
+    for m in &models {
+        t.absorb(&m.totals);
+    }
     Ok(Summary {
         since: w.since_time(),
         requests: t.requests,
@@ -207,20 +208,28 @@ pub async fn spend(store: &Store, w: Window, limit: i64) -> Result<Vec<SpendRow>
 }
 
 pub async fn policy(gw: &Gateway, w: Window) -> Result<Vec<RoutePolicy>, StoreError> {
-    let mut routes: BTreeMap<String, (BTreeMap<String, Totals>, BTreeMap<String, Totals>)> =
-        BTreeMap::new();
+    // Per route: totals per arm (model) and per policy version.
+    type PerKey = BTreeMap<String, Totals>;
+    let mut routes: BTreeMap<String, (PerKey, PerKey)> = BTreeMap::new();
     for a in gw.store.dashboard_arms(w).await? {
         let (arms, versions) = routes.entry(a.route).or_default();
-        let arm = arms.entry(a.model).or_default();
-        *arm = std::mem::take(arm).add(&a.totals);
-        let v = versions.entry(a.policy_version).or_default();
-        *v = std::mem::take(v).add(&a.totals);
+        arms.entry(a.model).or_default().absorb(&a.totals);
+        versions
+            .entry(a.policy_version)
+            .or_default()
+            .absorb(&a.totals);
     }
     Ok(routes
         .into_iter()
         .map(|(route, (arms, versions))| {
             let total: i64 = arms.values().map(|t| t.requests).sum();
-            let share = |n: i64| if total > 0 { n as f64 / total as f64 } else { 0.0 };
+            let share = |n: i64| {
+                if total > 0 {
+                    n as f64 / total as f64
+                } else {
+                    0.0
+                }
+            };
             RoutePolicy {
                 live: live_policy_estimates(gw, &route),
                 requests: total,
