@@ -66,13 +66,18 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000_000);
     let admin = std::env::var("DASHBOARD_BENCH_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    // `DASHBOARD_BENCH_REUSE=1` keeps an already seeded database (new
+    // migrations still apply) and only times the queries.
+    let reuse = std::env::var("DASHBOARD_BENCH_REUSE").is_ok_and(|v| v == "1");
     let admin_pool = sqlx::PgPool::connect(&admin).await.context("connecting")?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB}"))
-        .execute(&admin_pool)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DB}"))
-        .execute(&admin_pool)
-        .await?;
+    if !reuse {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {DB}"))
+            .execute(&admin_pool)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {DB}"))
+            .execute(&admin_pool)
+            .await?;
+    }
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let store = Store::connect_lazy(&format!("{base}/{DB}"))?;
     store.migrate().await?;
@@ -81,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let t = Instant::now();
-    let mut start = 1;
+    let mut start = if reuse { rows + 1 } else { 1 };
     while start <= rows {
         sqlx::query(SEED_REQUESTS)
             .bind(start)
@@ -107,10 +112,13 @@ async fn main() -> anyhow::Result<()> {
     let rollup: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollup_hourly")
         .fetch_one(pool)
         .await?;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await?;
     println!(
-        "{rows} requests (+{} feedback) seeded in {:.0?} through the rollup triggers; \
+        "{stored} requests (+{} feedback) seeded in {:.0?} through the rollup triggers; \
          rollup_hourly holds {rollup} rows.\n",
-        rows / 10 * 3,
+        stored / 10 * 3,
         t.elapsed()
     );
 

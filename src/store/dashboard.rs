@@ -1,7 +1,7 @@
 //! Dashboard reads: per-model, per-hour, per-route, per-policy-version and
 //! per-key aggregates over a recent window. Everything except the error list
-//! reads the hourly rollups (`rollup_hourly`, `rollup_latency_hourly`, kept by
-//! triggers, see migrations/*/20261122000003_dashboards.sql), so a query
+//! reads the hourly rollups (`rollup_hourly`, `rollup_latency_hourly`,
+//! `rollup_errors_hourly`, kept by triggers, see migrations/*/2026112200000[34]_*.sql), so a query
 //! touches hours × models rows, not requests. Same SQL on both backends: the
 //! rollups store `hour` as Unix seconds, sums are cast to `BIGINT` / `DOUBLE
 //! PRECISION`, which both Postgres and SQLite understand.
@@ -224,16 +224,16 @@ where
     qb
 }
 
-fn error_kinds_query<'a, DB>(since: DateTime<Utc>) -> QueryBuilder<'a, DB>
+fn error_kinds_query<'a, DB>(w: Window) -> QueryBuilder<'a, DB>
 where
     DB: Database,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(
-        "SELECT model, error_kind, CAST(COUNT(*) AS BIGINT) AS requests FROM requests \
-         WHERE status = 'error' AND created_at >= ",
+        "SELECT NULLIF(model, '') AS model, NULLIF(error_kind, '') AS error_kind, \
+         CAST(SUM(requests) AS BIGINT) AS requests FROM rollup_errors_hourly WHERE hour >= ",
     );
-    qb.push_bind(since)
+    qb.push_bind(w.since)
         .push(" GROUP BY model, error_kind ORDER BY requests DESC, model, error_kind");
     qb
 }
@@ -315,11 +315,7 @@ impl Store {
     }
 
     pub async fn dashboard_error_kinds(&self, w: Window) -> Result<Vec<ErrorKindRow>, StoreError> {
-        Ok(fetch_all!(
-            self,
-            ErrorKindRow,
-            error_kinds_query(w.since_time())
-        ))
+        Ok(fetch_all!(self, ErrorKindRow, error_kinds_query(w)))
     }
 }
 
