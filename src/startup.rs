@@ -48,6 +48,8 @@ pub fn database_url(env: &Env) -> String {
 /// Connects and migrates the store, builds the gateway and starts serving
 /// on `config.server.listen` (port 0 picks a free one).
 pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
+    // Before anything records a metric (the gateway publishes breaker states).
+    let metrics = metrics_handle();
     let url = database_url(env);
     let store = Store::connect_lazy(&url)
         .with_context(|| format!("opening the database {}", redact_url(&url)))?;
@@ -68,7 +70,7 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let learner = tokio::spawn(learner.run(stop_rx.clone()));
     let state = AppState {
         gateway: gateway.clone(),
-        metrics: metrics_handle(),
+        metrics,
         admin_token: env
             .get("SWITCHBOARD_ADMIN_TOKEN")
             .filter(|t| !t.is_empty())

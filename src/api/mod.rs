@@ -2,6 +2,7 @@
 //! gateway function that takes no axum types, and map the result.
 
 mod admin;
+mod dashboard;
 mod feedback;
 mod health;
 pub mod json;
@@ -35,6 +36,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/admin/decisions/{request_id}", get(admin::decision))
+        .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")
         })

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::breaker::Breakers;
 use super::catalog::Catalog;
 use crate::config::ResilienceConfig;
 use crate::providers::{ChunkStream, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage};
 use crate::store::AttemptRecord;
-use crate::telemetry::names;
+use crate::telemetry::{names, spans};
 
 pub enum Answer {
     Complete {
@@ -72,8 +73,12 @@ impl Attempts<'_> {
                     upstream_model: &entry.upstream_name,
                     stream,
                 };
-                let result = match tokio::time::timeout_at(deadline, entry.provider.call(req)).await
-                {
+                let call = entry.provider.call(req).instrument(spans::upstream(
+                    entry.name.as_str(),
+                    &entry.upstream_name,
+                    entry.provider.kind,
+                ));
+                let result = match tokio::time::timeout_at(deadline, call).await {
                     Err(_) => {
                         self.breakers.on_neutral(model, Instant::now());
                         chain.push(record(entry.name.as_str(), Some("deadline"), None));

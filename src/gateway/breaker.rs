@@ -24,6 +24,8 @@ pub struct Breakers {
     states: Vec<Mutex<State>>,
     threshold: u32,
     cooldown: Duration,
+    /// Model names for the state gauge; empty means no gauge.
+    names: Vec<String>,
 }
 
 impl Breakers {
@@ -34,13 +36,40 @@ impl Breakers {
                 .collect(),
             threshold: threshold.max(1),
             cooldown,
+            names: Vec::new(),
+        }
+    }
+
+    /// Publishes each model's state as `switchboard_circuit_state{model}`
+    /// (0 closed, 1 open, 2 half-open), set on every change of state.
+    pub fn named(mut self, names: Vec<String>) -> Self {
+        self.names = names;
+        for i in 0..self.states.len() {
+            self.publish(i, State::Closed { failures: 0 });
+        }
+        self
+    }
+
+    fn publish(&self, model: usize, state: State) {
+        if let Some(name) = self.names.get(model) {
+            let v = match state {
+                State::Closed { .. } => 0.0,
+                State::Open { .. } => 1.0,
+                State::HalfOpen => 2.0,
+            };
+            metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "model" => name.clone()).set(v);
         }
     }
 
     fn with<R>(&self, model: usize, f: impl FnOnce(&mut State) -> R) -> Option<R> {
         let cell = self.states.get(model)?;
         let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
-        Some(f(&mut guard))
+        let before = std::mem::discriminant(&*guard);
+        let r = f(&mut guard);
+        if std::mem::discriminant(&*guard) != before {
+            self.publish(model, *guard);
+        }
+        Some(r)
     }
 
     /// May the policy consider this model now? (Does not take the probe.)

@@ -75,6 +75,13 @@ impl Gateway {
                 catalog.models.len(),
                 r.breaker_failure_threshold,
                 Duration::from_millis(r.breaker_cooldown_ms),
+            )
+            .named(
+                catalog
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str().to_owned())
+                    .collect(),
             ),
             catalog,
             resilience: r.clone(),

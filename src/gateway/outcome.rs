@@ -12,7 +12,7 @@ use super::options::RouterOptions;
 use crate::providers::{tokens, Usage};
 use crate::store::outbox::Outbox;
 use crate::store::{AttemptRecord, Event, RequestRecord};
-use crate::telemetry::names;
+use crate::telemetry::{names, spans};
 
 pub struct Draft {
     pub id: String,
@@ -30,6 +30,9 @@ pub struct Draft {
     pub chain: Vec<AttemptRecord>,
     /// Kept only when usage must be counted locally (no upstream usage).
     pub messages: Option<Value>,
+    /// The request's span (`telemetry::spans::request`): a stream finishes
+    /// outside it, so the draft carries it to record the outcome.
+    pub span: tracing::Span,
 }
 
 /// How the request ended.
@@ -68,21 +71,21 @@ impl Draft {
         };
         let model_name = end.model.map(|m| m.name.as_str().to_owned());
         let provider = end.model.map(|m| m.provider.name.clone());
-        let labels = [
-            ("route", self.route.clone().unwrap_or_else(|| "-".into())),
-            ("model", model_name.clone().unwrap_or_else(|| "-".into())),
-            ("status", status_class(end.status_code).to_owned()),
-        ];
-        metrics::counter!(names::REQUESTS, &labels).increment(1);
-        metrics::histogram!(names::REQUEST_LATENCY, &labels).record(latency.as_secs_f64());
-        if let (Some(m), Some(u)) = (end.model, usage) {
-            let l = [("model", m.name.as_str().to_owned())];
-            metrics::counter!(names::TOKENS, &l).increment(u64::from(u.total()));
-            metrics::counter!(names::COST_USD, &l).increment((cost * 1e6) as u64);
-        }
-        if let Some(t) = end.ttft_ms {
-            metrics::histogram!(names::TTFT, &labels[..2]).record(t / 1000.0);
-        }
+        spans::record_outcome(
+            &self.span,
+            end.model.map(|m| (m.name.as_str(), m.provider.kind)),
+            usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            cost,
+            end.error_kind,
+        );
+        record_metrics(
+            self.route.as_deref(),
+            end.model,
+            &end,
+            usage,
+            cost,
+            latency.as_secs_f64(),
+        );
         let record = RequestRecord {
             id: self.id,
             created_at: self.created_at,
@@ -120,6 +123,49 @@ impl Draft {
             cost_usd: cost,
             latency_s: latency.as_secs_f64(),
         }
+    }
+}
+
+/// Counters and histograms by `route`, `model`, `provider` (low cardinality:
+/// configured names only, "-" when there is none).
+fn record_metrics(
+    route: Option<&str>,
+    model: Option<&ModelEntry>,
+    end: &Ending<'_>,
+    usage: Option<Usage>,
+    cost: f64,
+    latency_s: f64,
+) {
+    let route = route.unwrap_or("-").to_owned();
+    let name = model.map_or("-", |m| m.name.as_str()).to_owned();
+    let provider = model.map_or("-", |m| m.provider.name.as_str()).to_owned();
+    let labels = [
+        ("route", route),
+        ("model", name),
+        ("provider", provider),
+        ("status", status_class(end.status_code).to_owned()),
+    ];
+    let rmp = &labels[..3];
+    metrics::counter!(names::REQUESTS, &labels).increment(1);
+    metrics::histogram!(names::REQUEST_LATENCY, rmp).record(latency_s);
+    if let Some(kind) = end.error_kind {
+        let mut l = rmp.to_vec();
+        l.push(("kind", kind.to_owned()));
+        metrics::counter!(names::REQUEST_ERRORS, &l).increment(1);
+    }
+    if let Some(u) = usage {
+        for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
+            let mut l = rmp.to_vec();
+            l.push(("type", kind.to_owned()));
+            metrics::counter!(names::TOKENS, &l).increment(u64::from(n));
+        }
+    }
+    if cost > 0.0 {
+        // The `metrics` crate's counters are integers: count micro-dollars.
+        metrics::counter!(names::COST_USD, rmp).increment((cost * 1e6).round() as u64);
+    }
+    if let Some(t) = end.ttft_ms {
+        metrics::histogram!(names::TTFT, rmp).record(t / 1000.0);
     }
 }
 

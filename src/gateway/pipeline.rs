@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::HeaderMap;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::catalog::Target;
@@ -23,6 +24,7 @@ use super::Gateway;
 use crate::domain::RequestId;
 use crate::error::ApiError;
 use crate::providers::UpstreamError;
+use crate::telemetry::spans;
 
 /// What was decided, for the response headers (also on errors).
 #[derive(Debug, Clone, Default)]
@@ -52,7 +54,10 @@ pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &Head
         request_id: request_id.to_string(),
         ..Meta::default()
     };
-    let reply = run(&gw, &mut body, headers, &mut meta).await;
+    let span = spans::request(request_id.as_str());
+    let reply = run(&gw, &mut body, headers, &mut meta)
+        .instrument(span)
+        .await;
     Routed { meta, reply }
 }
 
@@ -179,7 +184,8 @@ async fn run(
                 learner: &gw.learning.routes[route.index],
                 catalog: &gw.catalog,
             };
-            let d = decider.decide(body, &el.models, &el.excluded, &options)?;
+            let d = spans::decision(route.name.as_str())
+                .in_scope(|| decider.decide(body, &el.models, &el.excluded, &options))?;
             let names = el
                 .models
                 .iter()
@@ -192,6 +198,11 @@ async fn run(
     if wants_explanation(headers) {
         meta.decision_summary = Some(decision.summary.clone());
     }
+    spans::record_request(
+        &tracing::Span::current(),
+        &checked.requested,
+        meta.route.as_deref(),
+    );
     meta.model = decision
         .ranking
         .first()
@@ -221,6 +232,7 @@ async fn run(
         stream: checked.stream,
         chain: Vec::new(),
         messages: body.get("messages").cloned(),
+        span: tracing::Span::current(),
     };
     let attempts = Attempts {
         catalog: &gw.catalog,

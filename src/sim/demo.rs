@@ -202,6 +202,7 @@ pub async fn run(opts: DemoOptions, env: &Env) -> anyhow::Result<()> {
     let router_url = format!("http://{}", running.addr);
     let database = crate::store::redact_url(&startup::database_url(&env));
     println!("switchboard demo: router on {router_url}, route \"{ROUTE}\" (linucb, target $0.0004/request)");
+    println!("  dashboard: {router_url}/dashboard");
     for m in SimModel::profiles(&dataset) {
         println!(
             "  simulated {:<24} ${:.2}/${:.2} per Mtok in/out, ~{:.0} ms, {:.0}% failures",

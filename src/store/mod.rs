@@ -3,6 +3,7 @@
 //! gateway; callers hand it plain records.
 
 mod batch;
+pub mod dashboard;
 pub mod outbox;
 mod queries;
 pub mod records;

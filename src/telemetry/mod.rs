@@ -1,12 +1,15 @@
 //! Tracing setup and metric names. Metric names are constants so that a
 //! dashboard and the code cannot drift apart; labels stay low-cardinality.
 
+pub mod spans;
+
 pub mod names {
     pub const REQUESTS: &str = "switchboard_requests_total";
     pub const REQUEST_LATENCY: &str = "switchboard_request_duration_seconds";
     pub const TTFT: &str = "switchboard_time_to_first_token_seconds";
     pub const UPSTREAM_ERRORS: &str = "switchboard_upstream_errors_total";
-    pub const COST_USD: &str = "switchboard_cost_usd_total";
+    /// USD × 10⁶, rounded: the `metrics` crate's counters are integers.
+    pub const COST_USD: &str = "switchboard_cost_microusd_total";
     pub const TOKENS: &str = "switchboard_tokens_total";
     pub const BREAKER_OPEN: &str = "switchboard_circuit_open";
     pub const FEEDBACK: &str = "switchboard_feedback_total";
@@ -15,10 +18,34 @@ pub mod names {
     pub const EVENTS_WRITTEN: &str = "switchboard_events_written_total";
     pub const EVENTS_SPILLED: &str = "switchboard_events_spilled_total";
     pub const EVENTS_DROPPED: &str = "switchboard_events_dropped_total";
-    pub const DECISIONS: &str = "switchboard_decisions_total";
-    pub const REWARD: &str = "switchboard_reward";
+    /// Drift alarms raised by the learner, by `route`.
     pub const DRIFT_EVENTS: &str = "switchboard_drift_events_total";
+    /// Learning updates dropped because the writer's queue was full.
     pub const LEARNING_DROPPED: &str = "switchboard_learning_updates_dropped_total";
+    /// Requests that ended in an error, by `route`, `model`, `provider`, `kind`.
+    pub const REQUEST_ERRORS: &str = "switchboard_request_errors_total";
+    /// Circuit state per `model`: 0 closed, 1 open, 2 half-open (probing).
+    pub const BREAKER_STATE: &str = "switchboard_circuit_state";
+    // Recorded by the learning core:
+    /// Decisions by `route`, `model`, `greedy` ("true" / "false").
+    pub const DECISIONS: &str = "switchboard_decisions_total";
+    /// Rewards (in [0, 1]) the policy learned from, by `route`, `model`.
+    pub const REWARD: &str = "switchboard_reward";
+    /// Info gauge: 1 for the active `version` of each `route`'s policy.
+    pub const POLICY_VERSION: &str = "switchboard_policy_version";
+}
+
+/// Histogram buckets, so the exporter renders histograms (not summaries)
+/// that Prometheus can aggregate across replicas.
+pub mod buckets {
+    /// Request latency and time to first token, in seconds.
+    pub const SECONDS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ];
+    /// Events per outbox batch.
+    pub const BATCH: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+    /// Rewards in [0, 1].
+    pub const REWARD: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 }
 
 /// Installs the global subscriber: human-readable by default, JSON when
@@ -37,7 +64,22 @@ pub fn init_tracing(json: bool) {
 
 /// Installs the Prometheus recorder and returns the handle `/metrics` renders.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok()
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let with_buckets = [
+        (names::REQUEST_LATENCY, buckets::SECONDS),
+        (names::TTFT, buckets::SECONDS),
+        (names::OUTBOX_BATCH_SIZE, buckets::BATCH),
+        (names::REWARD, buckets::REWARD),
+    ]
+    .into_iter()
+    .try_fold(PrometheusBuilder::new(), |b, (name, buckets)| {
+        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+    });
+    match with_buckets {
+        Ok(b) => b.install_recorder().ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "The metric buckets are invalid; metrics are off.");
+            None
+        }
+    }
 }

@@ -44,3 +44,82 @@ fn docker_compose_wires_the_router_to_postgres() {
     let named: Vec<&Yaml> = doc["volumes"].as_hash().unwrap().keys().collect();
     assert_eq!(named, vec![&Yaml::String("pgdata".into())]);
 }
+
+fn mounts_exist(root: &str, service: &Yaml) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for v in service["volumes"].as_vec().unwrap() {
+        let spec = v.as_str().unwrap();
+        let host = spec.split(':').next().unwrap();
+        let rel = host.strip_prefix("./").expect("bind mounts are repo paths");
+        assert!(
+            std::path::Path::new(&format!("{root}/{rel}")).exists(),
+            "{spec} mounts a missing path"
+        );
+        hosts.push(rel.to_owned());
+    }
+    hosts
+}
+
+#[test]
+fn docker_compose_adds_prometheus_and_grafana_with_their_files() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+    let services = &doc["services"];
+    let prom = &services["prometheus"];
+    let grafana = &services["grafana"];
+    assert!(prom["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("prom/prometheus:"));
+    assert!(grafana["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("grafana/grafana:"));
+    assert_eq!(
+        mounts_exist(root, prom),
+        vec!["deploy/prometheus/prometheus.yml"]
+    );
+    assert_eq!(
+        mounts_exist(root, grafana),
+        vec!["deploy/grafana/provisioning", "deploy/grafana/dashboards"]
+    );
+    assert_eq!(
+        grafana["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+
+    // Prometheus scrapes the router's service on its listen port.
+    let cfg = std::fs::read_to_string(format!("{root}/deploy/prometheus/prometheus.yml")).unwrap();
+    let cfg = &YamlLoader::load_from_str(&cfg).unwrap()[0];
+    let job = &cfg["scrape_configs"][0];
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+    assert_eq!(
+        job["static_configs"][0]["targets"][0].as_str(),
+        Some("switchboard:8080")
+    );
+
+    // Grafana's Postgres datasource points at the compose database.
+    let ds = std::fs::read_to_string(format!(
+        "{root}/deploy/grafana/provisioning/datasources/switchboard.yml"
+    ))
+    .unwrap();
+    let ds = &YamlLoader::load_from_str(&ds).unwrap()[0];
+    let pg_env = &services["postgres"]["environment"];
+    let pg = ds["datasources"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|d| d["type"].as_str() == Some("postgres"))
+        .unwrap();
+    assert_eq!(pg["url"].as_str(), Some("postgres:5432"));
+    assert_eq!(pg["user"].as_str(), pg_env["POSTGRES_USER"].as_str());
+    assert_eq!(
+        pg["jsonData"]["database"].as_str(),
+        pg_env["POSTGRES_DB"].as_str()
+    );
+    assert_eq!(
+        pg["secureJsonData"]["password"].as_str(),
+        pg_env["POSTGRES_PASSWORD"].as_str()
+    );
+}

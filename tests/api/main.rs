@@ -4,13 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod anthropic;
+mod browser;
 mod chat;
 mod cli;
 mod compose;
+mod dashboard;
 mod errors;
 mod feedback;
+mod grafana;
 mod helpers;
 mod learning;
+mod metrics;
 mod mock;
 mod mock_anthropic;
 mod python_sdk;
