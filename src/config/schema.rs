@@ -175,6 +175,10 @@ pub struct RouteConfig {
     pub ttft_deadline_ms: Option<u64>,
     #[serde(default)]
     pub exploration_cap: Option<f64>,
+    /// Exploration caps per tier (`switchboard.tier` / `x-switchboard-tier`):
+    /// e.g. `{ premium = 0.0 }` — a tier that must never be experimented on.
+    #[serde(default)]
+    pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
     /// Bandit parameters (alpha, ridge, forgetting, floors, priors, drift,
     /// pacing). The route's `policy` and `exploration_cap` take precedence
     /// over `algorithm` and `exploration_cap` here.

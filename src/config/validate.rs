@@ -159,6 +159,14 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
                 return bad(format!("routes[{i}].features"), e.to_string());
             }
         }
+        for (tier, cap) in &r.tier_exploration_caps {
+            if !(0.0..=1.0).contains(cap) {
+                return bad(
+                    format!("routes[{i}].tier_exploration_caps.{tier}"),
+                    format!("{cap} must be in [0, 1]"),
+                );
+            }
+        }
         if let Some(cap) = r.exploration_cap {
             if !(0.0..=1.0).contains(&cap) {
                 return bad(

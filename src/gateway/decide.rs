@@ -57,7 +57,7 @@ impl RouteDecision<'_> {
             eligible: &arms,
             objective: learner.objective,
             max_cost_usd: opts.max_cost_usd.and_then(|c| Usd::new(c).ok()),
-            exploration_cap: learner.exploration_cap,
+            exploration_cap: learner.exploration_cap_for(opts.tier.as_deref()),
             exploration_floor: None,
         };
         let d = snapshot.decide(&req, &mut rand::rng()).map_err(|e| {

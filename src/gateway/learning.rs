@@ -33,6 +33,7 @@ pub struct RouteLearner {
     pub policy: PolicyHandle,
     pub objective: Objective,
     pub exploration_cap: Option<f64>,
+    pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
     /// Snapshot arm position -> catalog model index.
     pub arm_models: Vec<usize>,
     arm_names: Vec<ModelName>,
@@ -41,6 +42,12 @@ pub struct RouteLearner {
 impl RouteLearner {
     pub fn arm_of_model(&self, model: usize) -> Option<usize> {
         self.arm_models.iter().position(|&m| m == model)
+    }
+
+    /// The exploration cap for a request: its tier's, else the route's.
+    pub fn exploration_cap_for(&self, tier: Option<&str>) -> Option<f64> {
+        tier.and_then(|t| self.tier_exploration_caps.get(t).copied())
+            .or(self.exploration_cap)
     }
 
     pub fn arm_name(&self, model: usize) -> Option<&ModelName> {
@@ -140,6 +147,7 @@ impl Learning {
                     latency_weight: r.objective.latency_weight,
                 },
                 exploration_cap: r.exploration_cap,
+                tier_exploration_caps: r.tier_exploration_caps.clone(),
                 arm_models: entry.arms.clone(),
                 arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
             });

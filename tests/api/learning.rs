@@ -169,3 +169,58 @@ async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
     );
     again.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tier_with_a_zero_exploration_cap_is_never_experimented_on() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = format!(
+        "{}\n[routes.tier_exploration_caps]\npremium = 0.0\n",
+        config(&a.base_url(), &b.base_url())
+    );
+    let app = spawn(&cfg, Db::Postgres).await;
+    let mut free_propensities = Vec::new();
+    for i in 0..12 {
+        for tier in ["premium", "free"] {
+            let r = app
+                .http
+                .post(format!("{}/v1/chat/completions", app.url))
+                .header("x-switchboard-explain", "1")
+                .header("x-switchboard-tier", tier)
+                .json(&json!({"model": "learned", "messages": [{"role": "user", "content": PROMPTS[i % 4]}]}))
+                .send()
+                .await
+                .unwrap();
+            let summary = r.headers()["x-switchboard-decision"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let p: f64 = summary
+                .split(";p=")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if tier == "premium" {
+                assert!(
+                    summary.contains(";greedy=true;"),
+                    "premium explored: {summary}"
+                );
+                assert_eq!(p, 1.0, "premium decisions are deterministic: {summary}");
+            } else {
+                free_propensities.push(p);
+            }
+        }
+    }
+    // Other tiers keep a positive floor on every arm, so their greedy choice has p < 1.
+    assert!(
+        free_propensities.iter().all(|p| *p < 1.0),
+        "{free_propensities:?}"
+    );
+    app.shutdown().await;
+}
