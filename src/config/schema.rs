@@ -20,6 +20,9 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Evaluated in order before the policy; the first match wins.
+    #[serde(default)]
+    pub rules: Vec<crate::gateway::rules::RuleConfig>,
     #[serde(default)]
     pub store: StoreConfig,
 }
@@ -189,7 +192,7 @@ pub struct RouteConfig {
     pub features: Option<crate::features::FeatureSpec>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectiveConfig {
     pub cost_weight: f64,

@@ -176,5 +176,57 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
             }
         }
     }
+    for (i, rule) in c.rules.iter().enumerate() {
+        if let Some(route) = &rule.route {
+            if !routes.contains(route.as_str()) {
+                return bad(
+                    format!("rules[{i}].route"),
+                    format!("unknown route {:?}", route.as_str()),
+                );
+            }
+        }
+        if let Some(pin) = &rule.pin {
+            if !models.contains(pin.as_str()) {
+                return bad(
+                    format!("rules[{i}].pin"),
+                    format!("unknown model {:?}", pin.as_str()),
+                );
+            }
+        }
+        for (j, m) in rule.models.iter().flatten().enumerate() {
+            if !models.contains(m.as_str()) {
+                return bad(
+                    format!("rules[{i}].models[{j}]"),
+                    format!("unknown model {:?}", m.as_str()),
+                );
+            }
+        }
+        if rule.pin.is_some() && rule.models.is_some() {
+            return bad(
+                format!("rules[{i}]"),
+                "use either `pin` or `models`, not both".into(),
+            );
+        }
+        if let Some(o) = &rule.objective {
+            if !(o.cost_weight.is_finite()
+                && o.cost_weight >= 0.0
+                && o.latency_weight.is_finite()
+                && o.latency_weight >= 0.0)
+            {
+                return bad(
+                    format!("rules[{i}].objective"),
+                    "weights must be finite and non-negative".into(),
+                );
+            }
+        }
+        if let Some(b) = &rule.budget {
+            if !(b.max_cost_usd.is_finite() && b.max_cost_usd > 0.0) {
+                return bad(
+                    format!("rules[{i}].budget.max_cost_usd"),
+                    "must be a positive number of USD".into(),
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::eligible::Exclusion;
 use super::learning::RouteLearner;
 use super::options::RouterOptions;
 use super::prompt::prompt_view;
-use crate::bandit::{Decision as BanditDecision, DecisionRequest};
+use crate::bandit::{Decision as BanditDecision, DecisionRequest, Objective};
 use crate::domain::Usd;
 use crate::error::ApiError;
 use crate::features::Features;
@@ -34,6 +34,8 @@ pub struct RouteDecision<'a> {
     pub route: &'a str,
     pub learner: &'a RouteLearner,
     pub catalog: &'a Catalog,
+    /// The route's objective, or a rule's override.
+    pub objective: Objective,
 }
 
 impl RouteDecision<'_> {
@@ -55,7 +57,7 @@ impl RouteDecision<'_> {
         let req = DecisionRequest {
             features: &x,
             eligible: &arms,
-            objective: learner.objective,
+            objective: self.objective,
             max_cost_usd: opts.max_cost_usd.and_then(|c| Usd::new(c).ok()),
             exploration_cap: learner.exploration_cap_for(opts.tier.as_deref()),
             exploration_floor: None,

@@ -14,6 +14,8 @@ mod outcome;
 mod pipeline;
 mod prompt;
 pub mod recent;
+pub mod route;
+pub mod rules;
 mod stream;
 
 use std::collections::HashMap;
@@ -42,6 +44,7 @@ pub struct Gateway {
     pub store: Store,
     pub recent: RecentDecisions,
     pub learning: Learning,
+    pub rules: Vec<rules::RuleConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,7 @@ impl Gateway {
             store,
             recent: RecentDecisions::new(1_000_000, Duration::from_secs(24 * 3600)),
             learning,
+            rules: config.rules.clone(),
         };
         Ok((gateway, writer))
     }

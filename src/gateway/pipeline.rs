@@ -14,11 +14,11 @@ use tracing::Instrument;
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::catalog::Target;
-use super::decide::{Decision, RouteDecision};
-use super::eligible::eligible;
-use super::options::{Needs, RouterOptions};
+use super::decide::Decision;
+use super::options::RouterOptions;
 use super::outcome::{Draft, Ending};
 use super::recent::DecisionMemo;
+use super::route::decide_for_route;
 use super::stream::{client_stream, StreamParts};
 use super::Gateway;
 use crate::domain::RequestId;
@@ -167,31 +167,8 @@ async fn run(
         ),
         Target::Route(route) => {
             meta.route = Some(route.name.as_str().to_owned());
-            let needs = Needs::of(body);
-            let el = eligible(
-                &gw.catalog,
-                route,
-                &gw.breakers,
-                &options,
-                &needs,
-                Instant::now(),
-            );
-            if el.models.is_empty() {
-                return Err(no_eligible_model(route.name.as_str(), &el.excluded));
-            }
-            let decider = RouteDecision {
-                route: route.name.as_str(),
-                learner: &gw.learning.routes[route.index],
-                catalog: &gw.catalog,
-            };
-            let d = spans::decision(route.name.as_str())
-                .in_scope(|| decider.decide(body, &el.models, &el.excluded, &options))?;
-            let names = el
-                .models
-                .iter()
-                .map(|&i| gw.catalog.models[i].name.as_str().to_owned())
-                .collect();
-            (d, Some(route.index), names)
+            let routed = decide_for_route(gw, route, body, &options)?;
+            (routed.decision, Some(route.index), routed.eligible)
         }
     };
     meta.policy_version = Some(decision.policy_version.clone());
@@ -361,22 +338,6 @@ fn wants_explanation(headers: &HeaderMap) -> bool {
         .get("x-switchboard-explain")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
-}
-
-fn no_eligible_model(route: &str, excluded: &[super::eligible::Exclusion]) -> ApiError {
-    let reasons: Vec<String> = excluded
-        .iter()
-        .map(|e| format!("{}: {}", e.model, e.reason))
-        .collect();
-    let msg = format!(
-        "No model on route `{route}` can serve this request ({}).",
-        reasons.join("; ")
-    );
-    if excluded.iter().all(|e| e.reason == "circuit open") {
-        ApiError::unavailable("no_available_model", msg)
-    } else {
-        ApiError::bad_request("no_eligible_model", msg)
-    }
 }
 
 fn failure_kind(f: &Failure) -> &'static str {

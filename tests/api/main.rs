@@ -20,4 +20,5 @@ mod mock_anthropic;
 mod python_sdk;
 mod replay_bar;
 mod resilience;
+mod rules;
 mod sqlite;
