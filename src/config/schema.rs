@@ -187,9 +187,21 @@ pub struct RouteConfig {
     /// over `algorithm` and `exploration_cap` here.
     #[serde(default)]
     pub bandit: Option<crate::bandit::PolicyConfig>,
+    /// Exact-match response cache for this route (off when absent).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
     /// How prompts become feature vectors for this route.
     #[serde(default)]
     pub features: Option<crate::features::FeatureSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub ttl_s: u64,
+    /// Also cache requests that sample (temperature absent or non-zero).
+    #[serde(default)]
+    pub cache_sampled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]

@@ -38,6 +38,7 @@ pub struct RouteEntry {
     pub objective: ObjectiveConfig,
     pub budget: Option<BudgetConfig>,
     pub exploration_cap: Option<f64>,
+    pub cache: Option<crate::config::CacheConfig>,
 }
 
 pub struct Catalog {
@@ -128,5 +129,6 @@ fn route_entry(
         objective: r.objective,
         budget: r.budget,
         exploration_cap: r.exploration_cap,
+        cache: r.cache,
     })
 }

@@ -4,6 +4,8 @@
 
 mod attempt;
 pub mod breaker;
+pub mod cache;
+mod cached;
 pub mod catalog;
 mod decide;
 mod eligible;
@@ -17,6 +19,7 @@ pub mod recent;
 pub mod route;
 pub mod rules;
 mod stream;
+mod validate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +48,7 @@ pub struct Gateway {
     pub recent: RecentDecisions,
     pub learning: Learning,
     pub rules: Vec<rules::RuleConfig>,
+    pub cache: cache::ResponseCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,7 @@ impl Gateway {
             recent: RecentDecisions::new(1_000_000, Duration::from_secs(24 * 3600)),
             learning,
             rules: config.rules.clone(),
+            cache: cache::ResponseCache::new(100_000),
         };
         Ok((gateway, writer))
     }

@@ -28,6 +28,8 @@ pub struct Draft {
     pub decision: Option<Value>,
     pub stream: bool,
     pub chain: Vec<AttemptRecord>,
+    /// Served from the response cache: zero cost, and nothing to learn.
+    pub cache_hit: bool,
     /// Kept only when usage must be counted locally (no upstream usage).
     pub messages: Option<Value>,
     /// The request's span (`telemetry::spans::request`): a stream finishes
@@ -66,7 +68,7 @@ impl Draft {
             _ => None,
         };
         let cost = match (end.model, usage) {
-            (Some(m), Some(u)) => m.prices.cost_usd(&u),
+            (Some(m), Some(u)) if !self.cache_hit => m.prices.cost_usd(&u),
             _ => 0.0,
         };
         let model_name = end.model.map(|m| m.name.as_str().to_owned());
@@ -115,7 +117,7 @@ impl Draft {
             error_kind: end.error_kind.map(str::to_owned),
             attempts: i32::try_from(self.chain.len()).unwrap_or(i32::MAX),
             fallback_chain: self.chain,
-            cache_hit: false,
+            cache_hit: self.cache_hit,
             tags: (!self.options.tags.is_empty()).then(|| serde_json::json!(self.options.tags)),
         };
         outbox.send(Event::Request(Box::new(record)));

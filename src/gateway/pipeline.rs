@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::attempt::{Answer, Attempts, Failure};
+use super::cache;
+use super::cached;
 use super::catalog::Target;
 use super::decide::Decision;
 use super::options::RouterOptions;
@@ -20,6 +22,7 @@ use super::outcome::{Draft, Ending};
 use super::recent::DecisionMemo;
 use super::route::decide_for_route;
 use super::stream::{client_stream, StreamParts};
+use super::validate::check;
 use super::Gateway;
 use crate::domain::RequestId;
 use crate::error::ApiError;
@@ -61,82 +64,6 @@ pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &Head
     Routed { meta, reply }
 }
 
-struct Checked {
-    requested: String,
-    stream: bool,
-    include_usage: bool,
-}
-
-fn check(body: &Map<String, Value>) -> Result<Checked, ApiError> {
-    let requested = match body.get("model") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_type", "`model` must be a non-empty string")
-                    .with_param("model"),
-            )
-        }
-        None => {
-            return Err(
-                ApiError::bad_request("missing_required_parameter", "`model` is required")
-                    .with_param("model"),
-            )
-        }
-    };
-    match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => {
-            if m.iter()
-                .any(|x| x.get("role").and_then(Value::as_str).is_none())
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_type",
-                    "every item of `messages` must be an object with a string `role`",
-                )
-                .with_param("messages"));
-            }
-        }
-        Some(Value::Array(_)) => {
-            return Err(
-                ApiError::bad_request("invalid_value", "`messages` must not be empty")
-                    .with_param("messages"),
-            )
-        }
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_type", "`messages` must be an array")
-                    .with_param("messages"),
-            )
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                "missing_required_parameter",
-                "`messages` is required",
-            )
-            .with_param("messages"))
-        }
-    }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_type", "`stream` must be a boolean")
-                    .with_param("stream"),
-            )
-        }
-    };
-    let include_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(Checked {
-        requested,
-        stream,
-        include_usage,
-    })
-}
-
 async fn run(
     gw: &Arc<Gateway>,
     body: &mut Map<String, Value>,
@@ -151,6 +78,19 @@ async fn run(
         .catalog
         .resolve(&checked.requested)
         .ok_or_else(|| ApiError::model_not_found(&checked.requested))?;
+    let cache_key = match &target {
+        Target::Route(r) => r
+            .cache
+            .and_then(|c| cache::key(r.name.as_str(), body, c.cache_sampled).map(|k| (k, c.ttl_s))),
+        Target::Model(_) => None,
+    };
+    if let Target::Route(r) = &target {
+        if let Some(hit) = cache_key.and_then(|(k, _)| gw.cache.get(k)) {
+            meta.route = Some(r.name.as_str().to_owned());
+            let draft = cached::draft(&meta.request_id, started, &checked, options, body, &hit, gw);
+            return Ok(cached::serve(gw, &hit, draft, meta, &checked));
+        }
+    }
 
     let (decision, route_index, eligible_names) = match target {
         Target::Model(m) => (
@@ -210,6 +150,7 @@ async fn run(
         chain: Vec::new(),
         messages: body.get("messages").cloned(),
         span: tracing::Span::current(),
+        cache_hit: false,
     };
     let attempts = Attempts {
         catalog: &gw.catalog,
@@ -239,6 +180,14 @@ async fn run(
                 o.insert(
                     "model".into(),
                     Value::String(entry.name.as_str().to_owned()),
+                );
+            }
+            if let Some((key, ttl_s)) = cache_key {
+                gw.cache.put(
+                    key,
+                    body.clone(),
+                    model,
+                    std::time::Duration::from_secs(ttl_s),
                 );
             }
             let text = completion_text(&body);

@@ -5,6 +5,7 @@
 
 mod anthropic;
 mod browser;
+mod cache;
 mod chat;
 mod cli;
 mod compose;

@@ -1,0 +1,93 @@
+//! Answering from the response cache: the stored answer under this
+//! request's id, as JSON or replayed as a stream, recorded as a cache hit
+//! (zero cost) and never taught to the policy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::cache::{as_chunks, Cached};
+use super::options::RouterOptions;
+use super::outcome::{Draft, Ending};
+use super::pipeline::{ChatReply, Meta};
+use super::validate::Checked;
+use super::Gateway;
+use crate::providers::openai::parse_usage;
+use crate::providers::sse::encode_data;
+
+pub(super) fn draft(
+    id: &str,
+    started: Instant,
+    checked: &Checked,
+    options: RouterOptions,
+    body: &Map<String, Value>,
+    hit: &Cached,
+    gw: &Gateway,
+) -> Draft {
+    let model = gw.catalog.models[hit.model].name.as_str().to_owned();
+    Draft {
+        id: id.to_owned(),
+        created_at: chrono::Utc::now(),
+        started,
+        requested_model: checked.requested.clone(),
+        route: body.get("model").and_then(Value::as_str).map(str::to_owned),
+        options,
+        eligible_models: vec![model],
+        policy_version: Some("cache".into()),
+        propensity: None,
+        features: None,
+        decision: Some(json!({"cache": "hit"})),
+        stream: checked.stream,
+        chain: Vec::new(),
+        messages: None,
+        span: tracing::Span::current(),
+        cache_hit: true,
+    }
+}
+
+pub(super) fn serve(
+    gw: &Arc<Gateway>,
+    hit: &Cached,
+    draft: Draft,
+    meta: &mut Meta,
+    checked: &Checked,
+) -> ChatReply {
+    let entry = &gw.catalog.models[hit.model];
+    meta.model = Some(entry.name.as_str().to_owned());
+    meta.policy_version = Some("cache".into());
+    let mut body = hit.body.clone();
+    if let Value::Object(o) = &mut body {
+        o.insert("id".into(), Value::String(meta.request_id.clone()));
+    }
+    draft.finish(
+        Ending {
+            model: Some(entry),
+            usage: parse_usage(body.get("usage")),
+            completion_text: "",
+            ttft_ms: Some(0.0),
+            status_code: 200,
+            error_kind: None,
+        },
+        &gw.outbox,
+    );
+    if !checked.stream {
+        return ChatReply::Complete(body);
+    }
+    let mut frames = Vec::new();
+    for mut chunk in as_chunks(&body) {
+        if let Value::Object(o) = &mut chunk {
+            o.insert("id".into(), Value::String(meta.request_id.clone()));
+            o.insert(
+                "model".into(),
+                Value::String(entry.name.as_str().to_owned()),
+            );
+        }
+        let mut out = Vec::new();
+        encode_data(&mut out, &chunk.to_string());
+        frames.push(Ok(Bytes::from(out)));
+    }
+    frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    ChatReply::Stream(Box::pin(futures_util::stream::iter(frames)))
+}
