@@ -39,6 +39,7 @@ pub struct RouteEntry {
     pub budget: Option<BudgetConfig>,
     pub exploration_cap: Option<f64>,
     pub cache: Option<crate::config::CacheConfig>,
+    pub latency_slo_ms: Option<u64>,
 }
 
 pub struct Catalog {
@@ -130,5 +131,6 @@ fn route_entry(
         budget: r.budget,
         exploration_cap: r.exploration_cap,
         cache: r.cache,
+        latency_slo_ms: r.latency_slo_ms,
     })
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::breaker::Breakers;
 use super::catalog::{Catalog, RouteEntry};
+use super::latency::LatencyStats;
 use super::options::{Needs, RouterOptions};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -58,4 +59,29 @@ pub fn eligible(
         }
     }
     Eligible { models, excluded }
+}
+
+/// Drops models whose recent p95 latency breaks the route's SLO — unless
+/// that would leave none, in which case the set is kept as it is.
+pub fn apply_latency_slo(
+    el: &mut Eligible,
+    catalog: &Catalog,
+    slo_ms: u64,
+    latency: &LatencyStats,
+) {
+    let breaks = |m: usize| latency.p95_ms(m).is_some_and(|p| p > slo_ms as f64);
+    if el.models.iter().all(|&m| breaks(m)) {
+        return;
+    }
+    let (keep, slow): (Vec<usize>, Vec<usize>) = el.models.iter().partition(|&&m| !breaks(m));
+    for m in slow {
+        el.excluded.push(Exclusion {
+            model: catalog.models[m].name.as_str().to_owned(),
+            reason: format!(
+                "recent p95 {:.0} ms breaks the route's {slo_ms} ms SLO",
+                latency.p95_ms(m).unwrap_or(f64::NAN)
+            ),
+        });
+    }
+    el.models = keep;
 }

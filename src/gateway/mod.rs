@@ -10,6 +10,7 @@ pub mod catalog;
 mod decide;
 mod eligible;
 pub mod feedback;
+pub mod latency;
 pub mod learning;
 pub mod options;
 mod outcome;
@@ -49,6 +50,7 @@ pub struct Gateway {
     pub learning: Learning,
     pub rules: Vec<rules::RuleConfig>,
     pub cache: cache::ResponseCache,
+    pub latency: latency::LatencyStats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,7 @@ impl Gateway {
             learning,
             rules: config.rules.clone(),
             cache: cache::ResponseCache::new(100_000),
+            latency: latency::LatencyStats::new(config.models.len()),
         };
         Ok((gateway, writer))
     }
@@ -118,6 +121,9 @@ impl Gateway {
         cost_usd: f64,
         latency_s: f64,
     ) {
+        if ok {
+            self.latency.record(model, latency_s * 1000.0);
+        }
         let Some(memo) = self.recent.get(request_id) else {
             return;
         };

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::catalog::RouteEntry;
 use super::decide::{Decision, RouteDecision};
-use super::eligible::{eligible, Exclusion};
+use super::eligible::{apply_latency_slo, eligible, Exclusion};
 use super::options::{Needs, RouterOptions};
 use super::rules::{first_match, RuleContext};
 use super::Gateway;
@@ -66,6 +66,9 @@ pub fn decide_for_route(
     }
 
     let mut el = eligible(&gw.catalog, route, &gw.breakers, options, &needs, now);
+    if let Some(slo) = route.latency_slo_ms {
+        apply_latency_slo(&mut el, &gw.catalog, slo, &gw.latency);
+    }
     let mut options = options.clone();
     let learner = &gw.learning.routes[route.index];
     let mut objective = learner.objective;

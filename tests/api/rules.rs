@@ -65,3 +65,49 @@ fn a_rule_naming_an_unknown_model_is_refused_at_load() {
         "t.toml: rules[0].pin: unknown model \"huge\""
     );
 }
+
+#[tokio::test]
+async fn a_latency_slo_excludes_a_slowed_model() {
+    use crate::mock::Behaviour;
+    use std::time::Duration;
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = format!(
+        "{}\n[[routes]]\nname = \"fast\"\nmodels = [\"small\", \"large\"]\npolicy = \"fixed\"\nlatency_slo_ms = 150\n",
+        two_providers(&a.base_url(), &b.base_url())
+    );
+    let app = spawn(&cfg, Db::Postgres).await;
+    let ask =
+        || app.chat(json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}));
+    for _ in 0..5 {
+        assert_eq!(ask().await.headers()["x-switchboard-model"], "small");
+    }
+    a.set_default(Behaviour::Delay(
+        Duration::from_millis(250),
+        Box::new(Behaviour::Answer("slow".into())),
+    ));
+    let mut models = Vec::new();
+    for _ in 0..10 {
+        models.push(
+            ask().await.headers()["x-switchboard-model"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let switched = models
+        .iter()
+        .position(|m| m == "large")
+        .expect("the slowed model was never excluded");
+    assert!(
+        models[switched..].iter().all(|m| m == "large"),
+        "{models:?}"
+    );
+    assert!(
+        switched <= 3,
+        "excluded only after {switched} slow answers: {models:?}"
+    );
+    app.shutdown().await;
+}

@@ -1,0 +1,111 @@
+//! Rolling latency per model: the last `WINDOW` successful requests' total
+//! latency and time to first token, and their p95, for latency SLOs and the
+//! decision receipt. Writers take a per-model mutex for a push (and, every
+//! few pushes, a sort of `WINDOW` numbers); readers only load an atomic.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Requests remembered per model: small enough that a slowdown shows in
+/// the p95 after a handful of slow answers.
+const WINDOW: usize = 64;
+/// Recompute the p95 every this many samples (and for the first few).
+const REFRESH_EVERY: u64 = 4;
+
+struct Window {
+    samples: VecDeque<f64>,
+    pushes: u64,
+}
+
+pub struct ModelLatency {
+    window: Mutex<Window>,
+    /// p95 in ms as f64 bits; NaN until there are samples.
+    p95_ms: AtomicU64,
+}
+
+impl ModelLatency {
+    fn new() -> Self {
+        Self {
+            window: Mutex::new(Window {
+                samples: VecDeque::with_capacity(WINDOW),
+                pushes: 0,
+            }),
+            p95_ms: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
+
+    fn record(&self, ms: f64) {
+        if !ms.is_finite() || ms < 0.0 {
+            return;
+        }
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.samples.len() == WINDOW {
+            w.samples.pop_front();
+        }
+        w.samples.push_back(ms);
+        w.pushes += 1;
+        if w.pushes <= WINDOW as u64 || w.pushes % REFRESH_EVERY == 0 {
+            let mut sorted: Vec<f64> = w.samples.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let rank = ((sorted.len() as f64) * 0.95).ceil() as usize;
+            let p95 = sorted[rank.clamp(1, sorted.len()) - 1];
+            self.p95_ms.store(p95.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn p95_ms(&self) -> Option<f64> {
+        let v = f64::from_bits(self.p95_ms.load(Ordering::Relaxed));
+        v.is_finite().then_some(v)
+    }
+}
+
+pub struct LatencyStats {
+    models: Vec<ModelLatency>,
+}
+
+impl LatencyStats {
+    pub fn new(models: usize) -> Self {
+        Self {
+            models: (0..models).map(|_| ModelLatency::new()).collect(),
+        }
+    }
+
+    pub fn record(&self, model: usize, latency_ms: f64) {
+        if let Some(m) = self.models.get(model) {
+            m.record(latency_ms);
+        }
+    }
+
+    pub fn p95_ms(&self, model: usize) -> Option<f64> {
+        self.models.get(model).and_then(ModelLatency::p95_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_follows_a_slowdown_within_a_few_samples() {
+        let s = LatencyStats::new(1);
+        assert_eq!(s.p95_ms(0), None);
+        for _ in 0..60 {
+            s.record(0, 100.0);
+        }
+        assert_eq!(s.p95_ms(0), Some(100.0));
+        for _ in 0..8 {
+            s.record(0, 3000.0);
+        }
+        assert_eq!(s.p95_ms(0), Some(3000.0));
+    }
+
+    #[test]
+    fn junk_samples_are_ignored() {
+        let s = LatencyStats::new(1);
+        s.record(0, f64::NAN);
+        s.record(0, -1.0);
+        assert_eq!(s.p95_ms(0), None);
+        s.record(5, 1.0);
+    }
+}
