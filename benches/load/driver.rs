@@ -33,7 +33,7 @@ pub struct RunArgs {
     pub duration_s: f64,
     #[arg(long, default_value_t = 2.0)]
     pub warmup_s: f64,
-    /// Open streams held for the memory phase (empty: skip it).
+    /// Open streams held for the memory phase (0: skip it).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub memory_streams: Vec<usize>,
     /// Soak: this many seconds through the bandit route at `soak_concurrency`.
@@ -105,6 +105,11 @@ fn layout(a: &RunArgs) -> anyhow::Result<Layout> {
                 "1".to_owned()
             }
         }),
+        api_key: format!(
+            "sk-bench-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
     })
 }
 
@@ -138,7 +143,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             };
             // One short run per target first: a side that answers nothing stops the run here.
             for t in &ts {
-                let r = loadgen(&l, t, stream, 1, 0.5, 0.0).await?;
+                // A cold side (LiteLLM's first request) may need a few tries; errors end it.
+                let mut r = loadgen(&l, t, stream, 1, 1.0, 0.0).await?;
+                for _ in 0..9 {
+                    if r.ok > 0 || r.errors > 0 {
+                        break;
+                    }
+                    r = loadgen(&l, t, stream, 1, 1.0, 0.0).await?;
+                }
                 if r.ok == 0 {
                     bail!(
                         "{} ({mode}) answered no request: {:?}",
@@ -180,7 +192,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         report.rss_idle_after_matrix_kib = Some(router.rss_kib()?);
     }
 
-    for &n in &a.memory_streams {
+    for &n in a.memory_streams.iter().filter(|&&n| n > 0) {
         report.memory.push(memory(&l, &mut router, n).await?);
     }
     if a.soak_s > 0 {
@@ -217,7 +229,14 @@ fn alive(ps: &mut [&mut Proc], litellm: Option<&mut Proc>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn loadgen_args(t: &Target, stream: bool, c: usize, dur: f64, warm: f64) -> Vec<String> {
+fn loadgen_args(
+    l: &Layout,
+    t: &Target,
+    stream: bool,
+    c: usize,
+    dur: f64,
+    warm: f64,
+) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "loadgen".into(),
         "--addr".into(),
@@ -230,6 +249,8 @@ fn loadgen_args(t: &Target, stream: bool, c: usize, dur: f64, warm: f64) -> Vec<
         dur.to_string(),
         "--warmup-s".into(),
         warm.to_string(),
+        "--api-key".into(),
+        l.api_key.clone(),
     ];
     if stream {
         v.push("--stream".into());
@@ -249,7 +270,7 @@ async fn loadgen(
     dur: f64,
     warm: f64,
 ) -> anyhow::Result<CellResult> {
-    let args = loadgen_args(t, stream, c, dur, warm);
+    let args = loadgen_args(l, t, stream, c, dur, warm);
     let mut cmd = procs::command(l.client_cpus.as_deref(), &std::env::current_exe()?, &args);
     let out = tokio::task::spawn_blocking(move || cmd.stderr(Stdio::inherit()).output()).await??;
     if !out.status.success() {
@@ -280,7 +301,7 @@ async fn memory(l: &Layout, router: &mut Proc, n: usize) -> anyhow::Result<Memor
         model: "slow",
         feedback: false,
     };
-    let mut args = loadgen_args(&t, true, 1, 0.0, 0.0);
+    let mut args = loadgen_args(l, &t, true, 1, 0.0, 0.0);
     args.extend(["--hold".into(), n.to_string()]);
     let mut cmd = procs::command(l.client_cpus.as_deref(), &std::env::current_exe()?, &args);
     let mut child = cmd
@@ -337,7 +358,7 @@ async fn soak(
         model: "auto",
         feedback: true,
     };
-    let args = loadgen_args(&t, false, c, secs as f64, 0.0);
+    let args = loadgen_args(l, &t, false, c, secs as f64, 0.0);
     let mut cmd = procs::command(l.client_cpus.as_deref(), &std::env::current_exe()?, &args);
     let mut child = cmd
         .stdout(Stdio::piped())

@@ -22,6 +22,9 @@ pub struct Layout {
     /// CPUs of the load generator and the mock; of the proxy under test.
     pub client_cpus: Option<String>,
     pub proxy_cpus: Option<String>,
+    /// Bearer token sent to every target: LiteLLM's master key (it refuses to
+    /// start without a strong one); the others ignore it.
+    pub api_key: String,
 }
 
 impl Layout {
@@ -189,6 +192,7 @@ pub async fn start_litellm(l: &Layout, bin: &Path) -> anyhow::Result<Proc> {
     .env("HF_HUB_OFFLINE", "1")
     .env("DO_NOT_TRACK", "1")
     .env("NO_PROXY", "127.0.0.1,localhost")
+    .env("LITELLM_MASTER_KEY", &l.api_key)
     .env_remove("DATABASE_URL");
     let mut p = procs::spawn("litellm", cmd, &l.out.join("litellm.log"))?;
     eprintln!("[load] waiting for LiteLLM (its start takes 20-60 s)");
