@@ -192,7 +192,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         report.rss_idle_after_matrix_kib = Some(router.rss_kib()?);
     }
 
-    for &n in a.memory_streams.iter().filter(|&&n| n > 0) {
+    let memory_streams: Vec<usize> = a
+        .memory_streams
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect();
+    if !a.no_matrix && !memory_streams.is_empty() {
+        // The matrix leaves ~1M recent decisions in the router's memory: measure streams on a fresh one.
+        router.stop(Duration::from_secs(5));
+        router = sides::start_router(&l, a.database_url.as_deref()).await?;
+        report.rss_idle_fresh_kib = Some(router.rss_kib()?);
+    }
+    for &n in &memory_streams {
         report.memory.push(memory(&l, &mut router, n).await?);
     }
     if a.soak_s > 0 {

@@ -49,6 +49,8 @@ pub struct Report {
     pub cells: Vec<Cell>,
     pub rss_idle_start_kib: u64,
     pub rss_idle_after_matrix_kib: Option<u64>,
+    /// A restarted router, before the memory phase.
+    pub rss_idle_fresh_kib: Option<u64>,
     pub memory: Vec<MemoryRow>,
     pub soak: Vec<SoakSample>,
     pub soak_result: Option<CellResult>,
@@ -118,6 +120,7 @@ impl Report {
             cells: Vec::new(),
             rss_idle_start_kib: 0,
             rss_idle_after_matrix_kib: None,
+            rss_idle_fresh_kib: None,
             memory: Vec::new(),
             soak: Vec::new(),
             soak_result: None,
@@ -192,6 +195,13 @@ impl Report {
         );
         if let Some(k) = self.rss_idle_after_matrix_kib {
             let _ = writeln!(s, "- idle after the matrix: {:.1} MiB", k as f64 / 1024.0);
+        }
+        if let Some(k) = self.rss_idle_fresh_kib {
+            let _ = writeln!(
+                s,
+                "- idle after a restart, before the memory phase: {:.1} MiB",
+                k as f64 / 1024.0
+            );
         }
         if !self.memory.is_empty() {
             let _ = writeln!(s, "\n| streams asked | attempted | opened | failed | seconds to open | RSS before MiB | RSS open MiB | RSS after close MiB |");
