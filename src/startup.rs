@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,6 +82,12 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per stream otherwise.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Could not set TCP_NODELAY on a client connection.");
+        }
+    });
     let mut server_stop = stop_rx;
     let server = tokio::spawn(async move {
         let shutdown = async move {

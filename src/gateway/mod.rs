@@ -97,7 +97,9 @@ impl Gateway {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             outbox,
             store,
-            recent: RecentDecisions::new(1_000_000, Duration::from_secs(24 * 3600)),
+            // Bounded so memory stays flat (~1 KiB per entry); older feedback
+            // joins through the stored row instead.
+            recent: RecentDecisions::new(100_000, Duration::from_secs(3600)),
             learning,
             rules: config.rules.clone(),
             cache: cache::ResponseCache::new(100_000),
