@@ -150,16 +150,8 @@ pub enum Capability {
     Vision,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyKind {
-    #[default]
-    Linucb,
-    Thompson,
-    EpsilonGreedy,
-    Random,
-    Fixed,
-}
+/// A route's selection rule: the bandit's own algorithm names.
+pub use crate::bandit::Algorithm as PolicyKind;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use crate::bandit::{
     Algorithm, ArmSpec, BudgetConfig, Objective, Outcome, PolicyConfig, PolicyHandle,
     PolicySnapshot, PolicyWriter, Quality, RouteSpec,
 };
-use crate::config::{Config, PolicyKind, RouteConfig};
+use crate::config::{Config, RouteConfig};
 use crate::domain::ModelName;
 use crate::features::{Encoder, FeatureError};
 use crate::store::Store;
@@ -181,13 +181,7 @@ impl Learning {
 /// with the route-level `policy` and `exploration_cap` on top.
 pub fn policy_config(r: &RouteConfig) -> PolicyConfig {
     let mut config: PolicyConfig = r.bandit.clone().unwrap_or_default();
-    config.algorithm = match r.policy {
-        PolicyKind::Linucb => Algorithm::Linucb,
-        PolicyKind::Thompson => Algorithm::Thompson,
-        PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy,
-        PolicyKind::Random => Algorithm::Random,
-        PolicyKind::Fixed => Algorithm::Fixed,
-    };
+    config.algorithm = r.policy;
     if let Some(cap) = r.exploration_cap {
         config.exploration_cap = cap;
     }
