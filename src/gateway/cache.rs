@@ -72,7 +72,14 @@ pub fn key(route: &str, body: &Map<String, Value>, cache_sampled: bool) -> Optio
             k.as_str(),
             "stream" | "stream_options" | "user" | "switchboard"
         ) {
-            canonical.insert(k.clone(), v.clone());
+            // `0` and `0.0` are the same temperature: numbers compare as f64.
+            let v = match v.as_f64() {
+                Some(f) if v.is_number() => {
+                    serde_json::Number::from_f64(f).map_or(v.clone(), Value::Number)
+                }
+                _ => v.clone(),
+            };
+            canonical.insert(k.clone(), v);
         }
     }
     let text = Value::Object(canonical).to_string();
