@@ -105,7 +105,7 @@ impl Learning {
                         source,
                     }
                 })?;
-            let spec = route_spec(r, &encoder, catalog);
+            let spec = route_spec(r, &encoder, config);
             let fresh = || {
                 PolicySnapshot::new(&spec).map_err(|e| LearningError::Policy {
                     route: name.clone(),
@@ -189,7 +189,9 @@ pub fn policy_config(r: &RouteConfig) -> PolicyConfig {
     config
 }
 
-fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpec {
+/// The policy shape serving builds for a route (the training job builds the
+/// same one, so its snapshots `prepare` cleanly in serving).
+pub fn route_spec(r: &RouteConfig, encoder: &Encoder, all: &Config) -> RouteSpec {
     let config = policy_config(r);
     let arms = r
         .models
@@ -198,8 +200,7 @@ fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpe
             let mut arm = ArmSpec::new(m.clone());
             // A new arm's cost prior: a typical exchange (~500 tokens in,
             // ~250 out) at its list prices, until it has been observed.
-            if let Some(model) = catalog.model(m.as_str()) {
-                let p = model.prices;
+            if let Some(p) = all.models.iter().find(|c| c.name == *m) {
                 arm.prior_cost_usd = Some(
                     ((500.0 * p.input_usd_per_mtok + 250.0 * p.output_usd_per_mtok) / 1e6)
                         .max(1e-9),
