@@ -11,6 +11,7 @@ pub mod error;
 pub mod features;
 pub mod gateway;
 pub mod providers;
+pub mod policy_cmd;
 pub mod replay_cmd;
 pub mod sim;
 pub mod startup;

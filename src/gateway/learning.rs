@@ -62,6 +62,11 @@ impl RouteLearner {
 pub enum Update {
     Outcome { route: usize, outcome: Outcome },
     Quality { route: usize, quality: Quality },
+    /// An activated policy version replaces the route's state.
+    Swap {
+        route: usize,
+        snapshot: Box<PolicySnapshot>,
+    },
 }
 
 pub struct Learning {
@@ -84,6 +89,8 @@ pub struct LearningWriter {
     rx: mpsc::Receiver<Update>,
     store: Store,
     dirty: Vec<bool>,
+    specs: Vec<RouteSpec>,
+    tx: mpsc::Sender<Update>,
 }
 
 impl Learning {
@@ -96,6 +103,7 @@ impl Learning {
     ) -> Result<(Self, LearningWriter), LearningError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut writers = Vec::with_capacity(config.routes.len());
+        let mut specs = Vec::with_capacity(config.routes.len());
         for (r, entry) in config.routes.iter().zip(&catalog.routes) {
             let name = r.name.as_str().to_owned();
             let encoder =
@@ -131,6 +139,7 @@ impl Learning {
                     fresh()?
                 }
             };
+            let snapshot = super::policy_watch::reconcile(store, &name, &spec, snapshot).await;
             let writer = PolicyWriter::new(snapshot);
             routes.push(RouteLearner {
                 encoder,
@@ -144,6 +153,7 @@ impl Learning {
                 arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
             });
             writers.push(writer);
+            specs.push(spec);
         }
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
         let writer = LearningWriter {
@@ -156,6 +166,8 @@ impl Learning {
             writers,
             rx,
             store: store.clone(),
+            specs,
+            tx: tx.clone(),
         };
         Ok((Self { routes, tx }, writer))
     }
@@ -225,6 +237,15 @@ impl LearningWriter {
         let mut buf = Vec::with_capacity(256);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let labels = self.writers.iter().map(|w| w.state().label().to_owned()).collect();
+        tokio::spawn(super::policy_watch::run(
+            self.store.clone(),
+            self.routes.clone(),
+            std::mem::take(&mut self.specs),
+            labels,
+            self.tx.clone(),
+            shutdown.clone(),
+        ));
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, 256) => {
@@ -255,6 +276,13 @@ impl LearningWriter {
                     self.writers
                         .get_mut(*route)
                         .map(|w| w.apply_outcome(outcome)),
+                ),
+                Update::Swap { route, snapshot } => (
+                    *route,
+                    self.writers.get_mut(*route).map(|w| {
+                        w.replace((**snapshot).clone());
+                        Ok(Default::default())
+                    }),
                 ),
                 Update::Quality { route, quality } => {
                     metrics::histogram!(names::REWARD, "route" => self.routes[*route].clone())

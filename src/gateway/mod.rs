@@ -10,6 +10,7 @@ mod eligible;
 pub mod feedback;
 pub mod learning;
 pub mod options;
+mod policy_watch;
 mod outcome;
 mod pipeline;
 mod prompt;
