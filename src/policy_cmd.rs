@@ -61,7 +61,9 @@ pub async fn run(store: &Store, cmd: PolicyCommand) -> anyhow::Result<String> {
         }
         PolicyCommand::Activate { version } => {
             let route = store.activate_policy(&version).await?;
-            Ok(format!("{version} is now the active policy of route {route}"))
+            Ok(format!(
+                "{version} is now the active policy of route {route}"
+            ))
         }
         PolicyCommand::Rollback { route } => {
             let route = match route {
@@ -75,7 +77,10 @@ pub async fn run(store: &Store, cmd: PolicyCommand) -> anyhow::Result<String> {
                         .map(|p| p.route)
                         .collect();
                     routes.dedup();
-                    anyhow::ensure!(routes.len() == 1, "several routes have an active policy: pass --route");
+                    anyhow::ensure!(
+                        routes.len() == 1,
+                        "several routes have an active policy: pass --route"
+                    );
                     routes.pop().context("no route has an active policy")?
                 }
             };

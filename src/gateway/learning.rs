@@ -60,8 +60,14 @@ impl RouteLearner {
 
 #[derive(Debug)]
 pub enum Update {
-    Outcome { route: usize, outcome: Outcome },
-    Quality { route: usize, quality: Quality },
+    Outcome {
+        route: usize,
+        outcome: Outcome,
+    },
+    Quality {
+        route: usize,
+        quality: Quality,
+    },
     /// An activated policy version replaces the route's state.
     Swap {
         route: usize,
@@ -237,7 +243,11 @@ impl LearningWriter {
         let mut buf = Vec::with_capacity(256);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let labels = self.writers.iter().map(|w| w.state().label().to_owned()).collect();
+        let labels = self
+            .writers
+            .iter()
+            .map(|w| w.state().label().to_owned())
+            .collect();
         tokio::spawn(super::policy_watch::run(
             self.store.clone(),
             self.routes.clone(),

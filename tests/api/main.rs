@@ -21,3 +21,4 @@ mod python_sdk;
 mod replay_bar;
 mod resilience;
 mod sqlite;
+mod training;
