@@ -151,7 +151,7 @@ pub async fn train_route(
         attribution_s: opts.attribution_s,
     };
     let d = setup.spec.dimension;
-    let held_out = |id: &str| opts.holdout > 1 && bucket(id) % opts.holdout == 0;
+    let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
     let (active, active_key) = serving_policy(store, setup).await?;
 
     // Pass 1: fit on the rows outside the holdout.
@@ -202,7 +202,7 @@ pub async fn train_route(
         else {
             continue;
         };
-        if !(row.propensity > 0.0) {
+        if row.propensity.is_nan() || row.propensity <= 0.0 {
             continue;
         }
         let req = DecisionRequest::new(&row.features, &eligible, setup.objective);
