@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod features;
 pub mod gateway;
+pub mod policy_cmd;
 pub mod providers;
 pub mod replay_cmd;
 pub mod sim;

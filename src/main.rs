@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use switchboard::config::{self, Env};
@@ -44,6 +45,16 @@ enum Command {
     },
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
+    /// Batch retraining (runs the `switchboard-train` binary beside this one,
+    /// so the training libraries stay out of the router): see `switchboard train --help`.
+    #[command(disable_help_flag = true)]
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Policy versions: list, show, activate, rollback.
+    #[command(subcommand)]
+    Policy(switchboard::policy_cmd::PolicyCommand),
     /// Validate a configuration file and exit.
     CheckConfig {
         #[arg(long)]
@@ -103,6 +114,29 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
                 "migrations applied to {}",
                 switchboard::store::redact_url(&url)
             );
+            Ok(())
+        }
+        Command::Train { args } => {
+            let exe = std::env::current_exe()?.with_file_name("switchboard-train");
+            let exe = if exe.exists() {
+                exe
+            } else {
+                PathBuf::from("switchboard-train")
+            };
+            let status = std::process::Command::new(&exe)
+                .arg("train")
+                .args(args)
+                .status()
+                .with_context(|| format!("running {}", exe.display()))?;
+            anyhow::ensure!(status.success(), "training failed ({status})");
+            Ok(())
+        }
+        Command::Policy(cmd) => {
+            let store = switchboard::store::Store::connect_lazy(&startup::database_url(&env))?;
+            store.migrate().await?;
+            let out = switchboard::policy_cmd::run(&store, cmd).await;
+            store.close().await;
+            println!("{}", out?);
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -22,6 +22,7 @@ mod config;
 mod decide;
 mod drift;
 mod exact;
+mod fitted;
 mod linalg;
 mod normal;
 mod pacing;
@@ -36,6 +37,7 @@ pub use config::{
 };
 pub use decide::{ArmReceipt, DecideError, Decision, DecisionRequest, Receipt};
 pub use drift::{DriftEvent, DriftFlags, DriftSignal, Shift};
+pub use fitted::{FittedArm, LinearFit, TargetFit};
 pub use pacing::{PacingState, LAMBDA_MAX};
 pub use snapshot::{PolicySnapshot, RouteSpec, SnapshotError};
 pub use writer::{Outcome, PolicyHandle, PolicyWriter, Quality, UpdateError, UpdateReport};

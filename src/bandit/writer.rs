@@ -111,6 +111,14 @@ impl PolicyWriter {
         self.state.version
     }
 
+    /// Replaces the learned state with another validated snapshot (an
+    /// activated training result, already `prepare`d for the route) and
+    /// publishes it; later updates continue on top of it.
+    pub fn replace(&mut self, snapshot: PolicySnapshot) -> u64 {
+        self.state = snapshot;
+        self.publish()
+    }
+
     /// Applies a route config change (new arms start at their prior; see
     /// `PolicySnapshot::prepare`) and publishes it.
     pub fn reconfigure(&mut self, spec: &RouteSpec) -> Result<u64, SnapshotError> {

@@ -67,8 +67,19 @@ impl RouteLearner {
 
 #[derive(Debug)]
 pub enum Update {
-    Outcome { route: usize, outcome: Outcome },
-    Quality { route: usize, quality: Quality },
+    Outcome {
+        route: usize,
+        outcome: Outcome,
+    },
+    Quality {
+        route: usize,
+        quality: Quality,
+    },
+    /// An activated policy version replaces the route's state.
+    Swap {
+        route: usize,
+        snapshot: Box<PolicySnapshot>,
+    },
 }
 
 pub struct Learning {
@@ -91,6 +102,8 @@ pub struct LearningWriter {
     rx: mpsc::Receiver<Update>,
     store: Store,
     dirty: Vec<bool>,
+    specs: Vec<RouteSpec>,
+    tx: mpsc::Sender<Update>,
 }
 
 impl Learning {
@@ -103,6 +116,7 @@ impl Learning {
     ) -> Result<(Self, LearningWriter), LearningError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut writers = Vec::with_capacity(config.routes.len());
+        let mut specs = Vec::with_capacity(config.routes.len());
         for (r, entry) in config.routes.iter().zip(&catalog.routes) {
             let name = r.name.as_str().to_owned();
             let encoder =
@@ -112,7 +126,7 @@ impl Learning {
                         source,
                     }
                 })?;
-            let spec = route_spec(r, &encoder, catalog);
+            let spec = route_spec(r, &encoder, config);
             let fresh = || {
                 PolicySnapshot::new(&spec).map_err(|e| LearningError::Policy {
                     route: name.clone(),
@@ -138,6 +152,7 @@ impl Learning {
                     fresh()?
                 }
             };
+            let snapshot = super::policy_watch::reconcile(store, &name, &spec, snapshot).await;
             let writer = PolicyWriter::new(snapshot);
             routes.push(RouteLearner {
                 encoder,
@@ -152,6 +167,7 @@ impl Learning {
                 arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
             });
             writers.push(writer);
+            specs.push(spec);
         }
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
         let writer = LearningWriter {
@@ -164,6 +180,8 @@ impl Learning {
             writers,
             rx,
             store: store.clone(),
+            specs,
+            tx: tx.clone(),
         };
         Ok((Self { routes, tx }, writer))
     }
@@ -191,7 +209,9 @@ pub fn policy_config(r: &RouteConfig) -> PolicyConfig {
     config
 }
 
-fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpec {
+/// The policy shape serving builds for a route (the training job builds the
+/// same one, so its snapshots `prepare` cleanly in serving).
+pub fn route_spec(r: &RouteConfig, encoder: &Encoder, all: &Config) -> RouteSpec {
     let config = policy_config(r);
     let arms = r
         .models
@@ -200,8 +220,7 @@ fn route_spec(r: &RouteConfig, encoder: &Encoder, catalog: &Catalog) -> RouteSpe
             let mut arm = ArmSpec::new(m.clone());
             // A new arm's cost prior: a typical exchange (~500 tokens in,
             // ~250 out) at its list prices, until it has been observed.
-            if let Some(model) = catalog.model(m.as_str()) {
-                let p = model.prices;
+            if let Some(p) = all.models.iter().find(|c| c.name == *m) {
                 arm.prior_cost_usd = Some(
                     ((500.0 * p.input_usd_per_mtok + 250.0 * p.output_usd_per_mtok) / 1e6)
                         .max(1e-9),
@@ -226,6 +245,19 @@ impl LearningWriter {
         let mut buf = Vec::with_capacity(256);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let labels = self
+            .writers
+            .iter()
+            .map(|w| w.state().label().to_owned())
+            .collect();
+        tokio::spawn(super::policy_watch::run(
+            self.store.clone(),
+            self.routes.clone(),
+            std::mem::take(&mut self.specs),
+            labels,
+            self.tx.clone(),
+            shutdown.clone(),
+        ));
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, 256) => {
@@ -256,6 +288,13 @@ impl LearningWriter {
                     self.writers
                         .get_mut(*route)
                         .map(|w| w.apply_outcome(outcome)),
+                ),
+                Update::Swap { route, snapshot } => (
+                    *route,
+                    self.writers.get_mut(*route).map(|w| {
+                        w.replace((**snapshot).clone());
+                        Ok(Default::default())
+                    }),
                 ),
                 Update::Quality { route, quality } => {
                     metrics::histogram!(names::REWARD, "route" => self.routes[*route].clone())

@@ -15,6 +15,7 @@ pub mod learning;
 pub mod options;
 mod outcome;
 mod pipeline;
+mod policy_watch;
 mod prompt;
 pub mod recent;
 pub mod route;

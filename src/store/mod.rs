@@ -5,8 +5,10 @@
 mod batch;
 pub mod dashboard;
 pub mod outbox;
+pub mod policies;
 mod queries;
 pub mod records;
+pub mod training;
 
 use std::str::FromStr;
 use std::time::Duration;

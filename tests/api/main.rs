@@ -23,3 +23,4 @@ mod replay_bar;
 mod resilience;
 mod rules;
 mod sqlite;
+mod training;

@@ -1,10 +1,18 @@
 //! Batch retraining for switchboard: reads logged requests and feedback from
 //! the store, fits candidate policies, evaluates them off-policy and
 //! publishes snapshots. Depends on the root library, never the reverse, so
-//! its heavy dependencies stay out of the serving binary.
+//! its heavy dependencies (ndarray, linfa) stay out of the serving binary.
 //!
-//! This crate is the home of the `switchboard train` job; its fitting and
-//! off-policy evaluation arrive with the retraining issue.
+//! Modules: `ridge` (sufficient statistics, cross-validated ridge), `fit`
+//! (per-arm models from the log), `ope` (IPS / SNIPS / DR with bootstrap
+//! intervals), `job` (the `switchboard train` run: fit, evaluate, guard,
+//! publish), `warm` (priors from a full-information labelled file).
+
+pub mod fit;
+pub mod job;
+pub mod ope;
+pub mod ridge;
+pub mod warm;
 
 /// The schema version of the snapshots this crate reads and writes.
 pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;

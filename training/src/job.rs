@@ -1,0 +1,341 @@
+//! The `switchboard train` run for one route: stream the log once to fit a
+//! candidate (rows outside the holdout), stream it again to evaluate the
+//! candidate and the active policy off-policy on the holdout, apply the
+//! guard, store the version with its report, print a summary.
+//!
+//! Rewards are recomputed from raw outcomes under the route's objective as
+//! configured now: `quality - cost_weight * usd - latency_weight * s`,
+//! quality being the latest `quality` feedback within the attribution
+//! window, or 0 for a failed request; rows with neither are used for the
+//! cost/latency models only. Memory is bounded by the sufficient statistics
+//! and the bootstrap replicates, never by the number of rows.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use switchboard::bandit::{DecisionRequest, Objective, PolicySnapshot, RouteSpec};
+use switchboard::config::Config;
+use switchboard::features::Encoder;
+use switchboard::gateway::learning::{policy_config, route_spec};
+use switchboard::store::policies::NewPolicy;
+use switchboard::store::training::{LogWindow, LoggedRow};
+use switchboard::store::Store;
+
+use crate::fit::{bucket, ArmFitReport, Fitter, FOLDS};
+use crate::ope::{self, OpeAccumulator, OpeEstimates};
+
+/// Knobs of one run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub attribution_s: f64,
+    /// Publish only if the candidate's DR lower bound beats the active
+    /// policy's DR estimate by more than this (reward units).
+    pub margin: f64,
+    /// One row in `holdout` (by request-id hash) is kept for evaluation.
+    pub holdout: u64,
+    pub seed: u64,
+}
+
+/// The route as serving builds it.
+pub struct RouteSetup {
+    pub name: String,
+    pub encoder: Encoder,
+    pub spec: RouteSpec,
+    pub objective: Objective,
+}
+
+impl RouteSetup {
+    pub fn new(config: &Config, route: &str) -> anyhow::Result<Self> {
+        let r = config
+            .routes
+            .iter()
+            .find(|r| r.name.as_str() == route)
+            .with_context(|| format!("no route {route:?} in the configuration"))?;
+        let encoder = Encoder::new(r.features.clone().unwrap_or_default())
+            .with_context(|| format!("route {route}: features"))?;
+        let spec = route_spec(r, &encoder, config);
+        debug_assert_eq!(spec.config, policy_config(r));
+        Ok(Self {
+            name: route.to_owned(),
+            encoder,
+            spec,
+            objective: Objective {
+                cost_weight: r.objective.cost_weight,
+                latency_weight: r.objective.latency_weight,
+            },
+        })
+    }
+
+    /// Reward under the current objective, if the row has a quality.
+    pub fn reward(&self, row: &LoggedRow) -> Option<f64> {
+        let q = if row.ok { row.quality? } else { 0.0 };
+        Some(
+            q - self.objective.cost_weight * row.cost_usd
+                - self.objective.latency_weight * row.latency_ms / 1e3,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Guard {
+    pub margin: f64,
+    pub passed: bool,
+    pub reason: String,
+}
+
+/// The run's report (stored as `policy_snapshots.metrics`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub kind: &'static str,
+    pub route: String,
+    pub version: String,
+    pub parent: Option<String>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub attribution_s: f64,
+    pub rows_read: u64,
+    pub rows_skipped: u64,
+    pub rows_trained: u64,
+    pub arms: Vec<ArmFitReport>,
+    pub candidate: OpeEstimates,
+    pub active: OpeEstimates,
+    pub active_version: String,
+    /// Mean reward the logging policy actually got on the holdout.
+    pub logged_reward: f64,
+    pub guard: Guard,
+    pub status: &'static str,
+}
+
+/// The policy serving runs now: its online state if saved, else the active
+/// version, else a fresh policy. Returns it with the active version key.
+pub async fn serving_policy(
+    store: &Store,
+    setup: &RouteSetup,
+) -> anyhow::Result<(PolicySnapshot, Option<String>)> {
+    let active = store.active_policy(&setup.name).await?;
+    let key = active.as_ref().map(|a| a.version.clone());
+    if let Some(text) = store.load_policy_state(&setup.name).await? {
+        if let Ok(s) = PolicySnapshot::from_json(&text).and_then(|s| s.prepare(&setup.spec)) {
+            return Ok((s, key));
+        }
+    }
+    if let Some(a) = &active {
+        if let Ok(s) = PolicySnapshot::from_json(&a.parameters).and_then(|s| s.prepare(&setup.spec))
+        {
+            return Ok((s, key));
+        }
+    }
+    Ok((PolicySnapshot::new(&setup.spec)?, key))
+}
+
+/// Arm indices of the eligible names and the chosen arm's position.
+fn arms_of(p: &PolicySnapshot, row: &LoggedRow) -> Option<(Vec<usize>, usize)> {
+    let mut eligible: Vec<usize> = row.eligible.iter().filter_map(|n| p.arm_index(n)).collect();
+    eligible.dedup();
+    let chosen = p.arm_index(&row.chosen)?;
+    eligible.contains(&chosen).then_some((eligible, chosen))
+}
+
+pub async fn train_route(
+    store: &Store,
+    setup: &RouteSetup,
+    opts: &TrainOptions,
+) -> anyhow::Result<TrainReport> {
+    let window = LogWindow {
+        route: setup.name.clone(),
+        since: opts.since,
+        until: opts.until,
+        attribution_s: opts.attribution_s,
+    };
+    let d = setup.spec.dimension;
+    let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
+    let (active, active_key) = serving_policy(store, setup).await?;
+
+    // Pass 1: fit on the rows outside the holdout.
+    let mut fitter = Fitter::new(&setup.spec);
+    let (mut read, mut skipped, mut trained) = (0u64, 0u64, 0u64);
+    let mut rows = store.logged_rows(&window);
+    while let Some(row) = rows.next().await {
+        let row = row.context("reading the logged requests")?;
+        read += 1;
+        let Some(arm) = setup
+            .spec
+            .arms
+            .iter()
+            .position(|a| a.name.as_str() == row.chosen)
+        else {
+            skipped += 1;
+            continue;
+        };
+        if row.features.len() != d || held_out(&row.id) {
+            skipped += u64::from(row.features.len() != d);
+            continue;
+        }
+        let quality = if row.ok { row.quality } else { Some(0.0) };
+        let outcome = row.ok.then_some((row.cost_usd, row.latency_ms / 1e3));
+        let fold = (bucket(&row.id) / opts.holdout.max(1)) as usize % FOLDS;
+        fitter.add(arm, fold, &row.features, quality, outcome, !row.ok);
+        trained += 1;
+    }
+    drop(rows);
+    let version = format!("v{}", store.next_policy_number().await?);
+    let (fits, arms) = fitter.finish();
+    let candidate = PolicySnapshot::from_fitted(&setup.spec, &version, fits)
+        .context("building the candidate snapshot")?
+        .prepare(&setup.spec)
+        .context("the candidate does not fit the route")?;
+
+    // Pass 2: evaluate both policies on the holdout.
+    let mut rng = ope::rng(opts.seed);
+    let (mut cand_acc, mut act_acc) = (OpeAccumulator::new(), OpeAccumulator::new());
+    let (mut logged_sum, mut logged_n) = (0.0, 0.0);
+    let mut rows = store.logged_rows(&window);
+    while let Some(row) = rows.next().await {
+        let row = row.context("reading the logged requests")?;
+        if opts.holdout > 1 && !held_out(&row.id) || row.features.len() != d {
+            continue;
+        }
+        let (Some(r), Some((eligible, chosen))) = (setup.reward(&row), arms_of(&candidate, &row))
+        else {
+            continue;
+        };
+        if row.propensity.is_nan() || row.propensity <= 0.0 {
+            continue;
+        }
+        let req = DecisionRequest::new(&row.features, &eligible, setup.objective);
+        let r_hat = |arm: usize| {
+            candidate
+                .predict(arm, &row.features)
+                .map_or(0.0, |(q, c, l)| {
+                    q - setup.objective.cost_weight * c - setup.objective.latency_weight * l
+                })
+        };
+        let r_logged = r_hat(chosen);
+        for (policy, acc) in [(&candidate, &mut cand_acc), (&active, &mut act_acc)] {
+            let probs = policy.probabilities(&req)?;
+            let pi = probs
+                .iter()
+                .find(|(a, _)| *a == chosen)
+                .map_or(0.0, |p| p.1);
+            let direct: f64 = probs.iter().map(|&(a, p)| p * r_hat(a)).sum();
+            acc.add(&mut rng, pi / row.propensity, r, r_logged, direct);
+        }
+        logged_sum += r;
+        logged_n += 1.0;
+    }
+    drop(rows);
+    let (cand, act) = (cand_acc.finish(), act_acc.finish());
+    let passed = cand.rows > 0 && cand.dr.lo > act.dr.value + opts.margin;
+    let reason = if cand.rows == 0 {
+        "no logged rows with a reward to evaluate on".to_owned()
+    } else if passed {
+        format!(
+            "the candidate's DR lower bound {:.4} beats the active policy's {:.4} by more than {}",
+            cand.dr.lo, act.dr.value, opts.margin
+        )
+    } else {
+        format!(
+            "the candidate's DR lower bound {:.4} does not beat the active policy's {:.4} + {}",
+            cand.dr.lo, act.dr.value, opts.margin
+        )
+    };
+    let report = TrainReport {
+        kind: "train",
+        route: setup.name.clone(),
+        version: version.clone(),
+        parent: active_key.clone(),
+        since: opts.since,
+        until: opts.until,
+        attribution_s: opts.attribution_s,
+        rows_read: read,
+        rows_skipped: skipped,
+        rows_trained: trained,
+        arms,
+        candidate: cand,
+        active: act,
+        active_version: active_key.clone().unwrap_or_else(|| "online".into()),
+        logged_reward: if logged_n > 0.0 {
+            logged_sum / logged_n
+        } else {
+            0.0
+        },
+        guard: Guard {
+            margin: opts.margin,
+            passed,
+            reason,
+        },
+        status: if passed { "active" } else { "candidate" },
+    };
+    publish(
+        store,
+        &setup.name,
+        &candidate,
+        &report,
+        active_key.as_deref(),
+        passed,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Stores a snapshot version with its report (activating it if asked).
+pub async fn publish<R: Serialize>(
+    store: &Store,
+    route: &str,
+    snapshot: &PolicySnapshot,
+    report: &R,
+    parent: Option<&str>,
+    active: bool,
+) -> anyhow::Result<()> {
+    let parameters = serde_json::to_value(snapshot).context("serialising the snapshot")?;
+    let metrics = serde_json::to_value(report).context("serialising the report")?;
+    let algorithm = serde_json::to_value(snapshot.config().algorithm)?
+        .as_str()
+        .unwrap_or("linucb")
+        .to_owned();
+    store
+        .insert_policy(&NewPolicy {
+            version: snapshot.label(),
+            route,
+            algorithm: &algorithm,
+            parameters: &parameters,
+            metrics: &metrics,
+            parent,
+            active,
+        })
+        .await
+        .context("storing the policy version")?;
+    Ok(())
+}
+
+/// The readable summary printed after a run.
+pub fn summary(r: &TrainReport) -> String {
+    let line = |name: &str, e: &OpeEstimates| {
+        format!(
+            "  {name:<10} IPS {:.4} [{:.4}, {:.4}]  SNIPS {:.4} [{:.4}, {:.4}]  DR {:.4} [{:.4}, {:.4}]  (ESS {:.0})\n",
+            e.ips.value, e.ips.lo, e.ips.hi, e.snips.value, e.snips.lo, e.snips.hi,
+            e.dr.value, e.dr.lo, e.dr.hi, e.effective_rows
+        )
+    };
+    let mut s = format!(
+        "route {}: {} rows read, {} trained on, {} evaluated (holdout), {} skipped\n",
+        r.route, r.rows_read, r.rows_trained, r.candidate.rows, r.rows_skipped
+    );
+    for a in &r.arms {
+        let q = a.quality.as_ref().map_or("prior".to_owned(), |c| {
+            format!("lambda {} on {} rows", c.lambda, c.rows)
+        });
+        let o = a.outcome.as_ref().map_or("prior".to_owned(), |c| {
+            format!("lambda {} on {} rows", c.lambda, c.rows)
+        });
+        s += &format!("  arm {:<24} quality: {q}; cost/latency: {o}\n", a.arm);
+    }
+    s += &format!("  logged policy mean reward {:.4}\n", r.logged_reward);
+    s += &line(&r.version, &r.candidate);
+    s += &line(&r.active_version, &r.active);
+    s += &format!("{} stored as {}: {}\n", r.version, r.status, r.guard.reason);
+    s
+}
