@@ -44,6 +44,11 @@ enum Command {
     },
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
+    /// Client keys: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: switchboard::keys_cmd::KeysCommand,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         #[arg(long)]
@@ -105,6 +110,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys { command } => switchboard::keys_cmd::run(command, &env).await,
         Command::CheckConfig { config } => {
             let c = config::load(config.as_deref(), &env)?;
             println!(

@@ -2,6 +2,7 @@
 //! narrow the arms, decide, call upstream with retries and fallbacks, return
 //! or stream the answer, and record the outcome. Takes no axum types.
 
+mod admission;
 mod attempt;
 pub mod breaker;
 pub mod catalog;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use pipeline::{chat, ChatReply, Meta, Routed};
+pub use pipeline::{chat, chat_as, ChatReply, Meta, Routed};
 
 use crate::bandit::Outcome;
 use crate::config::{Config, Env, ResilienceConfig};
@@ -42,6 +43,9 @@ pub struct Gateway {
     pub store: Store,
     pub recent: RecentDecisions,
     pub learning: Learning,
+    /// Client keys, limits and budgets (`src/auth`).
+    pub keys: Arc<crate::auth::KeyRing>,
+    pub reserve_output_tokens: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,12 @@ impl Gateway {
             resilience: r.clone(),
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             outbox,
+            keys: Arc::new(crate::auth::KeyRing::new(
+                store.clone(),
+                config.server.require_api_keys,
+                Duration::from_secs(config.server.key_refresh_s),
+            )),
+            reserve_output_tokens: config.server.reserve_output_tokens,
             store,
             recent: RecentDecisions::new(1_000_000, Duration::from_secs(24 * 3600)),
             learning,

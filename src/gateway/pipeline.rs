@@ -12,6 +12,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::admission;
 use super::attempt::{Answer, Attempts, Failure};
 use super::catalog::Target;
 use super::decide::{Decision, RouteDecision};
@@ -48,14 +49,25 @@ pub struct Routed {
     pub reply: Result<ChatReply, ApiError>,
 }
 
-pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &HeaderMap) -> Routed {
+pub async fn chat(gw: Arc<Gateway>, body: Map<String, Value>, headers: &HeaderMap) -> Routed {
+    chat_as(gw, body, headers, None).await
+}
+
+/// `chat` on behalf of an authenticated client key (limits, budget, and the
+/// key and tenant recorded on the request's row).
+pub async fn chat_as(
+    gw: Arc<Gateway>,
+    mut body: Map<String, Value>,
+    headers: &HeaderMap,
+    caller: Option<crate::auth::Caller>,
+) -> Routed {
     let request_id = RequestId::generate();
     let mut meta = Meta {
         request_id: request_id.to_string(),
         ..Meta::default()
     };
     let span = spans::request(request_id.as_str());
-    let reply = run(&gw, &mut body, headers, &mut meta)
+    let reply = run(&gw, &mut body, headers, &mut meta, caller)
         .instrument(span)
         .await;
     Routed { meta, reply }
@@ -142,15 +154,28 @@ async fn run(
     body: &mut Map<String, Value>,
     headers: &HeaderMap,
     meta: &mut Meta,
+    caller: Option<crate::auth::Caller>,
 ) -> Result<ChatReply, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + gw.request_timeout;
     let checked = check(body)?;
-    let options = RouterOptions::extract(body, headers)?;
+    let mut options = RouterOptions::extract(body, headers)?;
     let target = gw
         .catalog
         .resolve(&checked.requested)
         .ok_or_else(|| ApiError::model_not_found(&checked.requested))?;
+    // Client key: access, rates; the key's tier overrides the request's.
+    let prompt_tokens = match &caller {
+        Some(c) => {
+            let is_route = matches!(target, Target::Route(_));
+            let n = admission::admit(c, &checked.requested, is_route, body)?;
+            if let Some(t) = &c.key.tier {
+                options.tier = Some(t.clone());
+            }
+            n
+        }
+        None => 0,
+    };
 
     let (decision, route_index, eligible_names) = match target {
         Target::Model(m) => (
@@ -217,6 +242,26 @@ async fn run(
         },
     );
 
+    // Client key: hold the worst-case cost before any upstream call.
+    let key = match caller {
+        Some(caller) => {
+            let max_models = gw.resilience.max_models_per_request as usize;
+            let tried = &decision.ranking[..decision.ranking.len().min(max_models)];
+            let r = admission::reserve(
+                &caller,
+                &gw.catalog,
+                tried,
+                body,
+                prompt_tokens,
+                gw.reserve_output_tokens,
+            )?;
+            Some(admission::KeyUse {
+                caller,
+                reservation: Some(r),
+            })
+        }
+        None => None,
+    };
     let mut draft = Draft {
         id: meta.request_id.clone(),
         created_at: chrono::Utc::now(),
@@ -233,6 +278,7 @@ async fn run(
         chain: Vec::new(),
         messages: body.get("messages").cloned(),
         span: tracing::Span::current(),
+        key,
     };
     let attempts = Attempts {
         catalog: &gw.catalog,

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod dashboard;
+pub mod keys;
 pub mod outbox;
 mod queries;
 pub mod records;

@@ -13,6 +13,7 @@ mod errors;
 mod feedback;
 mod grafana;
 mod helpers;
+mod keys;
 mod learning;
 mod metrics;
 mod mock;
