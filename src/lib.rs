@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod keys_cmd;
 pub mod providers;
 pub mod replay_cmd;
+pub mod serve;
 pub mod sim;
 pub mod startup;
 pub mod store;

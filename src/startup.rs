@@ -76,22 +76,19 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
             .filter(|t| !t.is_empty())
             .cloned(),
     };
-    let app = api::router(state, config.server.max_body_bytes);
+    let app = api::router(state, config.server.max_body_bytes).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_millis(
+            config.server.body_timeout_ms,
+        )),
+    );
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let mut server_stop = stop_rx;
+    let server_stop = stop_rx;
+    let header_timeout = Duration::from_millis(config.server.header_timeout_ms);
     let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "The HTTP server failed.");
-        }
+        crate::serve::serve(listener, app, header_timeout, server_stop).await;
     });
     tracing::info!(%addr, database = gateway.store.backend(), "switchboard is listening.");
     Ok(Running {

@@ -49,6 +49,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: http::StatusCode::METHOD_NOT_ALLOWED,
+                ..ApiError::bad_request(
+                    "method_not_allowed",
+                    "This endpoint does not accept that HTTP method.",
+                )
+            }
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .with_state(state)

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// Output tokens a budget reservation assumes when the request sets no
     /// `max_tokens` / `max_completion_tokens`.
     pub reserve_output_tokens: u32,
+    /// A client must send its request head within this long (slowloris).
+    pub header_timeout_ms: u64,
+    /// ... and its whole body within this long; past it, 408.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,8 @@ impl Default for ServerConfig {
             require_api_keys: false,
             key_refresh_s: 30,
             reserve_output_tokens: 4_096,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
         }
     }
 }
