@@ -22,6 +22,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
+    /// Stops the learner and the outbox writer, once the server has finished
+    /// its in-flight requests (their outcomes must still be written).
+    drain: watch::Sender<bool>,
     server: JoinHandle<()>,
     learner: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -61,13 +64,14 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
 
     let (outbox, writer) = outbox(store.clone(), &config.store);
     let (stop, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(writer.run(stop_rx.clone()));
+    let (drain, drain_rx) = watch::channel(false);
+    let writer = tokio::spawn(writer.run(drain_rx.clone()));
 
     let (gateway, learner) = Gateway::build(&config, env, store, outbox)
         .await
         .context("building the gateway")?;
     let gateway = Arc::new(gateway);
-    let learner = tokio::spawn(learner.run(stop_rx.clone()));
+    let learner = tokio::spawn(learner.run(drain_rx));
     let state = AppState {
         gateway: gateway.clone(),
         metrics,
@@ -95,6 +99,7 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
         addr,
         gateway,
         stop,
+        drain,
         server,
         learner,
         writer,
@@ -110,6 +115,7 @@ impl Running {
         if tokio::time::timeout(self.grace, self.server).await.is_err() {
             tracing::warn!("In-flight requests outlived the shutdown grace period.");
         }
+        let _ = self.drain.send(true);
         if tokio::time::timeout(self.grace, self.learner)
             .await
             .is_err()

@@ -21,6 +21,7 @@ mod metrics;
 mod mock;
 mod mock_anthropic;
 mod mock_raw;
+mod outage;
 mod python_sdk;
 mod replay_bar;
 mod resilience;

@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Raw {
     /// Write these bytes.
     Bytes(Vec<u8>),
+    /// Pause before the next step.
+    Sleep(Duration),
     /// Close the connection (whatever was written so far is all there is).
     Close,
     /// Say nothing more until the router hangs up.
@@ -101,6 +103,7 @@ async fn serve(mut sock: TcpStream, script: Vec<Raw>, hangups: Arc<AtomicUsize>)
                 // Let each write reach the wire on its own.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            Raw::Sleep(d) => tokio::time::sleep(d).await,
             Raw::Close => return,
             Raw::Hold => {
                 let mut buf = [0u8; 1024];
