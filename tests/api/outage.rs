@@ -151,6 +151,16 @@ struct Router {
     base: String,
 }
 
+impl Drop for Router {
+    /// A failed test leaves no router running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -170,7 +180,7 @@ async fn start_binary(config: &str, dir: &Path, db_url: &str) -> Router {
     );
     let path = dir.join(format!("router-{port}.toml"));
     std::fs::write(&path, text).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(&path)
         .env("DATABASE_URL", db_url)
@@ -190,6 +200,8 @@ async fn start_binary(config: &str, dir: &Path, db_url: &str) -> Router {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the router binary never became healthy");
 }
 
