@@ -25,4 +25,5 @@ mod outage;
 mod python_sdk;
 mod replay_bar;
 mod resilience;
+mod soak;
 mod sqlite;
