@@ -12,6 +12,8 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::catalog::Catalog;
+use super::options::RouterOptions;
+use super::Gateway;
 use crate::auth::{Caller, Limited, Reservation};
 use crate::error::ApiError;
 use crate::providers::tokens;
@@ -61,9 +63,17 @@ pub fn admit(
         }
     }
     caller.state.check_request().map_err(limited)?;
+    if key.tokens_per_minute.is_none() && !has_budget(caller) {
+        // Nothing needs the count: skip the tokenizer on the hot path.
+        return Ok(0);
+    }
     let prompt = tokens::count_messages(body.get("messages"));
     caller.state.check_tokens(prompt).map_err(limited)?;
     Ok(prompt)
+}
+
+pub fn has_budget(caller: &Caller) -> bool {
+    caller.key.budget_usd_per_day.is_some() || caller.key.budget_usd_per_month.is_some()
 }
 
 /// Holds the worst-case cost of trying `models` against the key's budget.
@@ -97,6 +107,56 @@ pub fn reserve(
         err.code = Some("budget_exceeded");
         err
     })
+}
+
+/// `admit` for an optional caller; applies the key's tier to `options`.
+pub fn admit_caller(
+    caller: Option<&Caller>,
+    requested: &str,
+    is_route: bool,
+    body: &Map<String, Value>,
+    options: &mut RouterOptions,
+) -> Result<u32, ApiError> {
+    let Some(c) = caller else {
+        return Ok(0);
+    };
+    let prompt = admit(c, requested, is_route, body)?;
+    if let Some(t) = &c.key.tier {
+        options.tier = Some(t.clone());
+    }
+    Ok(prompt)
+}
+
+/// The caller's `KeyUse` for the `Draft`, holding the worst case of the
+/// models this request may try when the key has a budget.
+pub fn hold(
+    gw: &Gateway,
+    caller: Option<Caller>,
+    ranking: &[usize],
+    body: &Map<String, Value>,
+    prompt_tokens: u32,
+) -> Result<Option<KeyUse>, ApiError> {
+    let Some(caller) = caller else {
+        return Ok(None);
+    };
+    let reservation = if has_budget(&caller) {
+        let max_models = gw.resilience.max_models_per_request as usize;
+        let tried = &ranking[..ranking.len().min(max_models)];
+        Some(reserve(
+            &caller,
+            &gw.catalog,
+            tried,
+            body,
+            prompt_tokens,
+            gw.reserve_output_tokens,
+        )?)
+    } else {
+        None
+    };
+    Ok(Some(KeyUse {
+        caller,
+        reservation,
+    }))
 }
 
 fn limited(l: Limited) -> ApiError {

@@ -164,18 +164,14 @@ async fn run(
         .catalog
         .resolve(&checked.requested)
         .ok_or_else(|| ApiError::model_not_found(&checked.requested))?;
-    // Client key: access, rates; the key's tier overrides the request's.
-    let prompt_tokens = match &caller {
-        Some(c) => {
-            let is_route = matches!(target, Target::Route(_));
-            let n = admission::admit(c, &checked.requested, is_route, body)?;
-            if let Some(t) = &c.key.tier {
-                options.tier = Some(t.clone());
-            }
-            n
-        }
-        None => 0,
-    };
+    // Client key: access and rates; the key's tier overrides the request's.
+    let prompt_tokens = admission::admit_caller(
+        caller.as_ref(),
+        &checked.requested,
+        matches!(target, Target::Route(_)),
+        body,
+        &mut options,
+    )?;
 
     let (decision, route_index, eligible_names) = match target {
         Target::Model(m) => (
@@ -243,25 +239,7 @@ async fn run(
     );
 
     // Client key: hold the worst-case cost before any upstream call.
-    let key = match caller {
-        Some(caller) => {
-            let max_models = gw.resilience.max_models_per_request as usize;
-            let tried = &decision.ranking[..decision.ranking.len().min(max_models)];
-            let r = admission::reserve(
-                &caller,
-                &gw.catalog,
-                tried,
-                body,
-                prompt_tokens,
-                gw.reserve_output_tokens,
-            )?;
-            Some(admission::KeyUse {
-                caller,
-                reservation: Some(r),
-            })
-        }
-        None => None,
-    };
+    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens)?;
     let mut draft = Draft {
         id: meta.request_id.clone(),
         created_at: chrono::Utc::now(),
