@@ -142,3 +142,49 @@ impl Drop for Reservation {
         self.release(0.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(budget: f64, rpm: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            id: "key_t".into(),
+            key_hash: String::new(),
+            prefix: String::new(),
+            name: None,
+            tenant: None,
+            tier: None,
+            allowed_routes: vec![],
+            allowed_models: vec![],
+            requests_per_minute: rpm,
+            tokens_per_minute: None,
+            budget_usd_per_day: Some(budget),
+            budget_usd_per_month: None,
+            created_at: Utc::now(),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_dropped_reservation_is_released_and_a_settled_one_books_its_cost() {
+        let s = Arc::new(KeyState::new(&key(1.0, None), 0.0, 0.0));
+        let r = s.reserve(0.6).unwrap();
+        assert!(s.reserve(0.6).is_err(), "0.6 is held");
+        drop(r);
+        assert_eq!(s.reserved(), 0.0);
+        s.reserve(0.6).unwrap().settle(0.5);
+        assert!(s.reserve(0.6).is_err(), "0.5 spent + 0.6 > 1.0");
+        assert!(s.reserve(0.5).is_ok());
+    }
+
+    #[test]
+    fn the_request_limiter_refuses_past_its_quota_with_a_wait() {
+        let s = KeyState::new(&key(1.0, Some(2)), 0.0, 0.0);
+        assert!(s.check_request().is_ok());
+        assert!(s.check_request().is_ok());
+        let l = s.check_request().unwrap_err();
+        assert_eq!((l.what, l.per_minute), ("requests", 2));
+        assert!(l.retry_after > Duration::ZERO);
+    }
+}
