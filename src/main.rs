@@ -55,6 +55,11 @@ enum Command {
     /// Policy versions: list, show, activate, rollback.
     #[command(subcommand)]
     Policy(switchboard::policy_cmd::PolicyCommand),
+    /// Client keys: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: switchboard::keys_cmd::KeysCommand,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         #[arg(long)]
@@ -139,6 +144,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             println!("{}", out?);
             Ok(())
         }
+        Command::Keys { command } => switchboard::keys_cmd::run(command, &env).await,
         Command::CheckConfig { config } => {
             let c = config::load(config.as_deref(), &env)?;
             println!(

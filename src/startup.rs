@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +22,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
+    /// Stops the learner and the outbox writer, once the server has finished
+    /// its in-flight requests (their outcomes must still be written).
+    drain: watch::Sender<bool>,
     server: JoinHandle<()>,
     learner: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -62,13 +64,14 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
 
     let (outbox, writer) = outbox(store.clone(), &config.store);
     let (stop, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(writer.run(stop_rx.clone()));
+    let (drain, drain_rx) = watch::channel(false);
+    let writer = tokio::spawn(writer.run(drain_rx.clone()));
 
     let (gateway, learner) = Gateway::build(&config, env, store, outbox)
         .await
         .context("building the gateway")?;
     let gateway = Arc::new(gateway);
-    let learner = tokio::spawn(learner.run(stop_rx.clone()));
+    let learner = tokio::spawn(learner.run(drain_rx));
     let state = AppState {
         gateway: gateway.clone(),
         metrics,
@@ -77,34 +80,26 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
             .filter(|t| !t.is_empty())
             .cloned(),
     };
-    let app = api::router(state, config.server.max_body_bytes);
+    let app = api::router(state, config.server.max_body_bytes).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_millis(
+            config.server.body_timeout_ms,
+        )),
+    );
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per stream otherwise.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "Could not set TCP_NODELAY on a client connection.");
-        }
-    });
-    let mut server_stop = stop_rx;
+    let server_stop = stop_rx;
+    let header_timeout = Duration::from_millis(config.server.header_timeout_ms);
     let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "The HTTP server failed.");
-        }
+        crate::serve::serve(listener, app, header_timeout, server_stop).await;
     });
     tracing::info!(%addr, database = gateway.store.backend(), "switchboard is listening.");
     Ok(Running {
         addr,
         gateway,
         stop,
+        drain,
         server,
         learner,
         writer,
@@ -120,6 +115,7 @@ impl Running {
         if tokio::time::timeout(self.grace, self.server).await.is_err() {
             tracing::warn!("In-flight requests outlived the shutdown grace period.");
         }
+        let _ = self.drain.send(true);
         if tokio::time::timeout(self.grace, self.learner)
             .await
             .is_err()

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::domain::RequestId;
 use crate::error::ApiError;
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = state.admin_token.as_deref() else {
         return Err(ApiError::unauthorized(
             "The admin API is disabled: set SWITCHBOARD_ADMIN_TOKEN to enable it.",

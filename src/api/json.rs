@@ -24,6 +24,14 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(limit)
+            } else if body_timed_out(&rejection) {
+                ApiError {
+                    status: http::StatusCode::REQUEST_TIMEOUT,
+                    ..ApiError::bad_request(
+                        "body_timeout",
+                        "The request body did not arrive in time.",
+                    )
+                }
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
@@ -40,6 +48,18 @@ where
         })?;
         Ok(JsonBody(value))
     }
+}
+
+/// The body stopped because `RequestBodyTimeoutLayer` ran out of patience.
+fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The configured body limit, attached to each request so messages can name it.

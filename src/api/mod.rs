@@ -2,16 +2,18 @@
 //! gateway function that takes no axum types, and map the result.
 
 mod admin;
+mod auth;
 mod dashboard;
 mod feedback;
 mod health;
 pub mod json;
+mod keys;
 mod openai;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -32,6 +34,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/feedback", post(feedback::post_feedback))
+        // Client keys guard every `/v1/*` route above this line.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::client_key,
+        ))
+        .route("/admin/keys", post(keys::create).get(keys::list))
+        .route("/admin/keys/{id}", delete(keys::revoke))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -39,6 +48,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: http::StatusCode::METHOD_NOT_ALLOWED,
+                ..ApiError::bad_request(
+                    "method_not_allowed",
+                    "This endpoint does not accept that HTTP method.",
+                )
+            }
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))

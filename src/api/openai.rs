@@ -5,19 +5,22 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
 use super::json::JsonBody;
 use super::AppState;
+use crate::auth::Caller;
 use crate::gateway::{self, ChatReply, Meta};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Response {
-    let routed = gateway::chat(state.gateway.clone(), body, &headers).await;
+    let caller = caller.map(|Extension(c)| c);
+    let routed = gateway::chat_as(state.gateway.clone(), body, &headers, caller).await;
     let mut response = match routed.reply {
         Ok(ChatReply::Complete(body)) => Json(body).into_response(),
         Ok(ChatReply::Stream(stream)) => {

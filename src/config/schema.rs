@@ -37,6 +37,19 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests and the outbox.
     pub shutdown_grace_ms: u64,
+    // --- client keys (issue 8; see `src/auth/mod.rs`) ---
+    /// Every `/v1/*` call needs `Authorization: Bearer <client key>`.
+    pub require_api_keys: bool,
+    /// Age after which a cached key is re-read (in the background); bounds
+    /// how long a revocation made elsewhere takes to reach this replica.
+    pub key_refresh_s: u64,
+    /// Output tokens a budget reservation assumes when the request sets no
+    /// `max_tokens` / `max_completion_tokens`.
+    pub reserve_output_tokens: u32,
+    /// A client must send its request head within this long (slowloris).
+    pub header_timeout_ms: u64,
+    /// ... and its whole body within this long; past it, 408.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +59,11 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout_ms: 120_000,
             shutdown_grace_ms: 30_000,
+            require_api_keys: false,
+            key_refresh_s: 30,
+            reserve_output_tokens: 4_096,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
         }
     }
 }

@@ -17,6 +17,10 @@ use super::Gateway;
 use crate::providers::openai::parse_usage;
 use crate::providers::sse::encode_data;
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a draft is assembled from the request's parts"
+)]
 pub(super) fn draft(
     id: &str,
     started: Instant,
@@ -25,6 +29,7 @@ pub(super) fn draft(
     body: &Map<String, Value>,
     hit: &Cached,
     gw: &Gateway,
+    key: Option<super::admission::KeyUse>,
 ) -> Draft {
     let model = gw.catalog.models[hit.model].name.as_str().to_owned();
     Draft {
@@ -44,6 +49,7 @@ pub(super) fn draft(
         messages: None,
         span: tracing::Span::current(),
         cache_hit: true,
+        key,
     }
 }
 

@@ -55,7 +55,13 @@ pub async fn submit(gw: &Gateway, input: FeedbackInput) -> Result<(), ApiError> 
         value: input.value.get(),
         source: input.source,
         comment: input.comment,
-        feedback_id: input.feedback_id,
+        // Without the client's idempotency key, one of ours: a batch replayed
+        // from the spill file must not store the same feedback twice.
+        feedback_id: Some(
+            input
+                .feedback_id
+                .unwrap_or_else(|| format!("auto-{}", uuid::Uuid::now_v7().simple())),
+        ),
     }));
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! narrow the arms, decide, call upstream with retries and fallbacks, return
 //! or stream the answer, and record the outcome. Takes no axum types.
 
+mod admission;
 mod attempt;
 pub mod breaker;
 pub mod cache;
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use pipeline::{chat, ChatReply, Meta, Routed};
+pub use pipeline::{chat, chat_as, ChatReply, Meta, Routed};
 
 use crate::bandit::Outcome;
 use crate::config::{Config, Env, ResilienceConfig};
@@ -52,6 +53,9 @@ pub struct Gateway {
     pub rules: Vec<rules::RuleConfig>,
     pub cache: cache::ResponseCache,
     pub latency: latency::LatencyStats,
+    /// Client keys, limits and budgets (`src/auth`).
+    pub keys: Arc<crate::auth::KeyRing>,
+    pub reserve_output_tokens: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,12 @@ impl Gateway {
             resilience: r.clone(),
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             outbox,
+            keys: Arc::new(crate::auth::KeyRing::new(
+                store.clone(),
+                config.server.require_api_keys,
+                Duration::from_secs(config.server.key_refresh_s),
+            )),
+            reserve_output_tokens: config.server.reserve_output_tokens,
             store,
             // Bounded so memory stays flat (~1 KiB per entry); older feedback
             // joins through the stored row instead.

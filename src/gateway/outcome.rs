@@ -35,6 +35,8 @@ pub struct Draft {
     /// The request's span (`telemetry::spans::request`): a stream finishes
     /// outside it, so the draft carries it to record the outcome.
     pub span: tracing::Span,
+    /// The client key behind the request, with its budget reservation.
+    pub key: Option<super::admission::KeyUse>,
 }
 
 /// How the request ended.
@@ -56,7 +58,11 @@ pub struct Settled {
 }
 
 impl Draft {
-    pub fn finish(self, end: Ending<'_>, outbox: &Outbox) -> Settled {
+    pub fn finish(mut self, end: Ending<'_>, outbox: &Outbox) -> Settled {
+        let key = self.key.take();
+        let (api_key_id, tenant) = key.as_ref().map_or((None, None), |k| {
+            (Some(k.caller.key.id.clone()), k.caller.key.tenant.clone())
+        });
         let latency = self.started.elapsed();
         let ok = end.error_kind.is_none();
         let usage = match (end.usage, end.model, ok) {
@@ -91,8 +97,8 @@ impl Draft {
         let record = RequestRecord {
             id: self.id,
             created_at: self.created_at,
-            api_key_id: None,
-            tenant: None,
+            api_key_id,
+            tenant,
             route: self.route,
             tier: self.options.tier,
             user_id: self.options.user,
@@ -120,6 +126,9 @@ impl Draft {
             cache_hit: self.cache_hit,
             tags: (!self.options.tags.is_empty()).then(|| serde_json::json!(self.options.tags)),
         };
+        if let Some(k) = key {
+            k.settle(cost, usage.map_or(0, |u| u.completion_tokens));
+        }
         outbox.send(Event::Request(Box::new(record)));
         Settled {
             cost_usd: cost,

@@ -12,6 +12,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::admission;
 use super::attempt::{Answer, Attempts, Failure};
 use super::cache;
 use super::cached;
@@ -51,14 +52,25 @@ pub struct Routed {
     pub reply: Result<ChatReply, ApiError>,
 }
 
-pub async fn chat(gw: Arc<Gateway>, mut body: Map<String, Value>, headers: &HeaderMap) -> Routed {
+pub async fn chat(gw: Arc<Gateway>, body: Map<String, Value>, headers: &HeaderMap) -> Routed {
+    chat_as(gw, body, headers, None).await
+}
+
+/// `chat` on behalf of an authenticated client key (limits, budget, and the
+/// key and tenant recorded on the request's row).
+pub async fn chat_as(
+    gw: Arc<Gateway>,
+    mut body: Map<String, Value>,
+    headers: &HeaderMap,
+    caller: Option<crate::auth::Caller>,
+) -> Routed {
     let request_id = RequestId::generate();
     let mut meta = Meta {
         request_id: request_id.to_string(),
         ..Meta::default()
     };
     let span = spans::request(request_id.as_str());
-    let reply = run(&gw, &mut body, headers, &mut meta)
+    let reply = run(&gw, &mut body, headers, &mut meta, caller)
         .instrument(span)
         .await;
     Routed { meta, reply }
@@ -69,15 +81,24 @@ async fn run(
     body: &mut Map<String, Value>,
     headers: &HeaderMap,
     meta: &mut Meta,
+    caller: Option<crate::auth::Caller>,
 ) -> Result<ChatReply, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + gw.request_timeout;
     let checked = check(body)?;
-    let options = RouterOptions::extract(body, headers)?;
+    let mut options = RouterOptions::extract(body, headers)?;
     let target = gw
         .catalog
         .resolve(&checked.requested)
         .ok_or_else(|| ApiError::model_not_found(&checked.requested))?;
+    // Client key: access and rates; the key's tier overrides the request's.
+    let prompt_tokens = admission::admit_caller(
+        caller.as_ref(),
+        &checked.requested,
+        matches!(target, Target::Route(_)),
+        body,
+        &mut options,
+    )?;
     let cache_key = match &target {
         Target::Route(r) => r
             .cache
@@ -87,7 +108,20 @@ async fn run(
     if let Target::Route(r) = &target {
         if let Some(hit) = cache_key.and_then(|(k, _)| gw.cache.get(k)) {
             meta.route = Some(r.name.as_str().to_owned());
-            let draft = cached::draft(&meta.request_id, started, &checked, options, body, &hit, gw);
+            let key = caller.map(|caller| admission::KeyUse {
+                caller,
+                reservation: None,
+            });
+            let draft = cached::draft(
+                &meta.request_id,
+                started,
+                &checked,
+                options,
+                body,
+                &hit,
+                gw,
+                key,
+            );
             return Ok(cached::serve(gw, &hit, draft, meta, &checked));
         }
     }
@@ -134,6 +168,8 @@ async fn run(
         },
     );
 
+    // Client key: hold the worst-case cost before any upstream call.
+    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens)?;
     let mut draft = Draft {
         id: meta.request_id.clone(),
         created_at: chrono::Utc::now(),
@@ -150,6 +186,7 @@ async fn run(
         chain: Vec::new(),
         messages: body.get("messages").cloned(),
         span: tracing::Span::current(),
+        key,
         cache_hit: false,
     };
     let attempts = Attempts {

@@ -30,7 +30,10 @@ pub struct RecentDecisions {
 impl RecentDecisions {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
+            // LRU, not moka's default TinyLFU: every decision must be admitted
+            // (a rejected one would 404 its feedback until its row is written).
             cache: Cache::builder()
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
@@ -48,5 +51,26 @@ impl RecentDecisions {
 
     pub fn get(&self, request_id: &str) -> Option<Arc<DecisionMemo>> {
         self.cache.get(request_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_decision_is_always_admitted_when_full() {
+        let recent = RecentDecisions::new(100, Duration::from_secs(60));
+        let memo = DecisionMemo {
+            route: Some(0),
+            model: Some(0),
+            features: None,
+            quality_taught: false,
+        };
+        for i in 0..5_000 {
+            let id = format!("req-{i}");
+            recent.insert(&id, memo.clone());
+            assert!(recent.get(&id).is_some(), "decision {i} was not admitted");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! first byte ends the stream with an explicit error event instead.
 //!
 //! The request's row is written when the stream ends — or, if the client
-//! goes away first, when the stream is dropped.
+//! goes away first, when the stream is dropped: then the upstream response
+//! is dropped with it (the upstream call is cancelled) and the row says
+//! `cancelled` with status 499 (the client closed the request).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +24,9 @@ use crate::providers::{ChunkStream, Usage};
 
 /// Text kept for local token counting is capped; past it the count is a floor.
 const MAX_TEXT_FOR_COUNTING: usize = 4 * 1024 * 1024;
+
+/// The error kind of a stream whose client went away before its end.
+const CANCELLED: &str = "cancelled";
 
 pub struct StreamParts {
     pub gateway: Arc<Gateway>,
@@ -46,7 +51,11 @@ impl State {
         if let Some(draft) = self.draft.take() {
             let gw = &self.parts.gateway;
             let model = &gw.catalog.models[self.parts.model];
-            let status = if error.is_some() { 502 } else { 200 };
+            let status = match error {
+                None => 200,
+                Some(CANCELLED) => 499,
+                Some(_) => 502,
+            };
             let settled = draft.finish(
                 Ending {
                     model: Some(model),
@@ -59,7 +68,7 @@ impl State {
                 &gw.outbox,
             );
             // A client that hangs up says nothing about the model.
-            if error != Some("client_disconnected") {
+            if error != Some(CANCELLED) {
                 gw.learn_outcome(
                     &self.parts.request_id,
                     self.parts.model,
@@ -113,7 +122,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // Dropped before the end: the client disconnected.
         if self.draft.is_some() {
-            self.end(Some("client_disconnected"));
+            self.end(Some(CANCELLED));
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod dashboard;
+pub mod keys;
 pub mod outbox;
 pub mod policies;
 mod queries;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod anthropic;
+mod bad_input;
 mod browser;
 mod cache;
 mod chat;
@@ -11,16 +12,21 @@ mod cli;
 mod compose;
 mod dashboard;
 mod errors;
+mod faults;
 mod feedback;
 mod grafana;
 mod helpers;
+mod keys;
 mod learning;
 mod metrics;
 mod mock;
 mod mock_anthropic;
+mod mock_raw;
+mod outage;
 mod python_sdk;
 mod replay_bar;
 mod resilience;
 mod rules;
+mod soak;
 mod sqlite;
 mod training;

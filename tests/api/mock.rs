@@ -73,6 +73,12 @@ impl MockUpstream {
         self.shared.script.lock().unwrap().extend(behaviours);
     }
 
+    /// A cheap, `Send` closure that queues one behaviour (for load tests).
+    pub fn script_handle(&self) -> impl Fn(Behaviour) + Send + Sync + 'static {
+        let script = self.shared.script.clone();
+        move |b| script.lock().unwrap().push_back(b)
+    }
+
     pub fn set_default(&self, b: Behaviour) {
         *self.shared.default.lock().unwrap() = b;
     }

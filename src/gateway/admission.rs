@@ -1,0 +1,171 @@
+//! Admission of a keyed request (DESIGN.md step 1): may this key call this
+//! route or model, is it within its request and token rates, and can its
+//! budget hold the request's worst-case cost. The reservation travels with
+//! the request's `Draft` and is settled with the real cost when the outcome
+//! is recorded (or released on drop).
+//!
+//! Worst case = prompt tokens (local count) × the highest input price plus
+//! `max_completion_tokens` / `max_tokens` (else `reserve_output_tokens`) ×
+//! the highest output price, over the models this request may try.
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use super::catalog::Catalog;
+use super::options::RouterOptions;
+use super::Gateway;
+use crate::auth::{Caller, Limited, Reservation};
+use crate::error::ApiError;
+use crate::providers::tokens;
+
+/// A key's part in one request, carried by the `Draft`.
+pub struct KeyUse {
+    pub caller: Caller,
+    pub reservation: Option<Reservation>,
+}
+
+impl KeyUse {
+    /// Books the real cost and the completion's tokens.
+    pub fn settle(mut self, cost_usd: f64, completion_tokens: u32) {
+        if let Some(r) = self.reservation.take() {
+            r.settle(cost_usd);
+        }
+        self.caller.state.charge_tokens(completion_tokens);
+    }
+}
+
+/// Access and rate checks, before any decision is made. Returns the
+/// prompt's token count for the reservation.
+pub fn admit(
+    caller: &Caller,
+    requested: &str,
+    is_route: bool,
+    body: &Map<String, Value>,
+) -> Result<u32, ApiError> {
+    let key = &caller.key;
+    if !(key.allowed_routes.is_empty() && key.allowed_models.is_empty()) {
+        let list = if is_route {
+            &key.allowed_routes
+        } else {
+            &key.allowed_models
+        };
+        if !list.iter().any(|n| n == requested) {
+            let what = if is_route { "route" } else { "model" };
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                kind: "permission_error",
+                code: Some("model_not_allowed"),
+                ..ApiError::unauthorized(format!(
+                    "This API key may not use the {what} `{requested}`."
+                ))
+            }
+            .with_param("model"));
+        }
+    }
+    caller.state.check_request().map_err(limited)?;
+    if key.tokens_per_minute.is_none() && !has_budget(caller) {
+        // Nothing needs the count: skip the tokenizer on the hot path.
+        return Ok(0);
+    }
+    let prompt = tokens::count_messages(body.get("messages"));
+    caller.state.check_tokens(prompt).map_err(limited)?;
+    Ok(prompt)
+}
+
+pub fn has_budget(caller: &Caller) -> bool {
+    caller.key.budget_usd_per_day.is_some() || caller.key.budget_usd_per_month.is_some()
+}
+
+/// Holds the worst-case cost of trying `models` against the key's budget.
+pub fn reserve(
+    caller: &Caller,
+    catalog: &Catalog,
+    models: &[usize],
+    body: &Map<String, Value>,
+    prompt_tokens: u32,
+    default_output_tokens: u32,
+) -> Result<Reservation, ApiError> {
+    let output = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_f64))
+        .unwrap_or(f64::from(default_output_tokens))
+        .max(0.0);
+    let (mut input_price, mut output_price) = (0.0f64, 0.0f64);
+    for m in models.iter().filter_map(|&i| catalog.models.get(i)) {
+        input_price = input_price.max(m.prices.input_usd_per_mtok);
+        output_price = output_price.max(m.prices.output_usd_per_mtok);
+    }
+    let worst = (f64::from(prompt_tokens) * input_price + output * output_price) / 1_000_000.0;
+    caller.state.reserve(worst).map_err(|e| {
+        let mut err = ApiError::rate_limited(
+            format!(
+                "This API key's budget is exhausted: {e}. Lower `max_tokens`, wait for the next period, or raise the key's budget."
+            ),
+            None,
+        );
+        err.kind = "insufficient_quota";
+        err.code = Some("budget_exceeded");
+        err
+    })
+}
+
+/// `admit` for an optional caller; applies the key's tier to `options`.
+pub fn admit_caller(
+    caller: Option<&Caller>,
+    requested: &str,
+    is_route: bool,
+    body: &Map<String, Value>,
+    options: &mut RouterOptions,
+) -> Result<u32, ApiError> {
+    let Some(c) = caller else {
+        return Ok(0);
+    };
+    let prompt = admit(c, requested, is_route, body)?;
+    if let Some(t) = &c.key.tier {
+        options.tier = Some(t.clone());
+    }
+    Ok(prompt)
+}
+
+/// The caller's `KeyUse` for the `Draft`, holding the worst case of the
+/// models this request may try when the key has a budget.
+pub fn hold(
+    gw: &Gateway,
+    caller: Option<Caller>,
+    ranking: &[usize],
+    body: &Map<String, Value>,
+    prompt_tokens: u32,
+) -> Result<Option<KeyUse>, ApiError> {
+    let Some(caller) = caller else {
+        return Ok(None);
+    };
+    let reservation = if has_budget(&caller) {
+        let max_models = gw.resilience.max_models_per_request as usize;
+        let tried = &ranking[..ranking.len().min(max_models)];
+        Some(reserve(
+            &caller,
+            &gw.catalog,
+            tried,
+            body,
+            prompt_tokens,
+            gw.reserve_output_tokens,
+        )?)
+    } else {
+        None
+    };
+    Ok(Some(KeyUse {
+        caller,
+        reservation,
+    }))
+}
+
+fn limited(l: Limited) -> ApiError {
+    let secs = l.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::rate_limited(
+        format!(
+            "This API key's rate limit of {} {} per minute is reached; retry in {secs} s.",
+            l.per_minute, l.what
+        ),
+        Some(secs),
+    )
+}
