@@ -6,15 +6,13 @@
 pub mod api;
 pub mod auth;
 pub mod bandit;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod features;
 pub mod gateway;
-pub mod keys_cmd;
-pub mod policy_cmd;
 pub mod providers;
-pub mod replay_cmd;
 pub mod serve;
 pub mod sim;
 pub mod startup;

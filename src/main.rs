@@ -54,11 +54,11 @@ enum Command {
     },
     /// Policy versions: list, show, activate, rollback.
     #[command(subcommand)]
-    Policy(switchboard::policy_cmd::PolicyCommand),
+    Policy(switchboard::cli::policy::PolicyCommand),
     /// Client keys: create, list, revoke.
     Keys {
         #[command(subcommand)]
-        command: switchboard::keys_cmd::KeysCommand,
+        command: switchboard::cli::keys::KeysCommand,
     },
     /// Validate a configuration file and exit.
     CheckConfig {
@@ -110,7 +110,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             data,
             seed,
             seeds,
-        } => switchboard::replay_cmd::run(&config, &route, &data, seed, seeds, &env),
+        } => switchboard::cli::replay::run(&config, &route, &data, seed, seeds, &env),
         Command::Migrate => {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;
@@ -139,12 +139,12 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
         Command::Policy(cmd) => {
             let store = switchboard::store::Store::connect_lazy(&startup::database_url(&env))?;
             store.migrate().await?;
-            let out = switchboard::policy_cmd::run(&store, cmd).await;
+            let out = switchboard::cli::policy::run(&store, cmd).await;
             store.close().await;
             println!("{}", out?);
             Ok(())
         }
-        Command::Keys { command } => switchboard::keys_cmd::run(command, &env).await,
+        Command::Keys { command } => switchboard::cli::keys::run(command, &env).await,
         Command::CheckConfig { config } => {
             let c = config::load(config.as_deref(), &env)?;
             println!(

@@ -8,8 +8,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use switchboard::bandit::PolicySnapshot;
+use switchboard::cli::policy::{self as policy_cmd, PolicyCommand};
 use switchboard::config::{load_str, Env};
-use switchboard::policy_cmd::{self, PolicyCommand};
 use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
 use switchboard_training::job::{publish, train_route, RouteSetup, TrainOptions};
 

@@ -1,0 +1,7 @@
+//! The subcommands behind `switchboard` that are more than a call into the
+//! library: offline replay, policy versions and client keys. `main.rs` parses
+//! the command line and dispatches here.
+
+pub mod keys;
+pub mod policy;
+pub mod replay;
