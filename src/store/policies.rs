@@ -191,33 +191,30 @@ impl Store {
     }
 
     pub async fn policy(&self, version: &str) -> Result<Option<PolicyRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM policy_snapshots WHERE version = $1");
-        Ok(match self {
-            Store::Postgres(p) => sqlx::query(&sql)
-                .bind(version)
-                .fetch_optional(p)
-                .await?
-                .map(|r| row!(r)),
-            Store::Sqlite(p) => sqlx::query(&sql)
-                .bind(version)
-                .fetch_optional(p)
-                .await?
-                .map(|r| row!(r)),
-        })
+        self.one_policy("version = $1", version).await
     }
 
     pub async fn active_policy(&self, route: &str) -> Result<Option<PolicyRow>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM policy_snapshots WHERE route = $1 AND status = 'active'"
-        );
+        self.one_policy("route = $1 AND status = 'active'", route)
+            .await
+    }
+
+    /// At most one snapshot matching `condition` with `$1` bound to `arg`
+    /// (`condition` is a constant of this module, never user input).
+    async fn one_policy(
+        &self,
+        condition: &str,
+        arg: &str,
+    ) -> Result<Option<PolicyRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM policy_snapshots WHERE {condition}");
         Ok(match self {
             Store::Postgres(p) => sqlx::query(&sql)
-                .bind(route)
+                .bind(arg)
                 .fetch_optional(p)
                 .await?
                 .map(|r| row!(r)),
             Store::Sqlite(p) => sqlx::query(&sql)
-                .bind(route)
+                .bind(arg)
                 .fetch_optional(p)
                 .await?
                 .map(|r| row!(r)),
