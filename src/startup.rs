@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, Env};
+use crate::gateway::live::Live;
 use crate::gateway::Gateway;
 use crate::providers::tokens;
 use crate::store::outbox::outbox;
@@ -20,7 +21,8 @@ use crate::store::{redact_url, Store, DEFAULT_SQLITE_URL};
 /// A running router.
 pub struct Running {
     pub addr: SocketAddr,
-    pub gateway: Arc<Gateway>,
+    /// The serving gateway, replaced whole by a configuration reload.
+    pub live: Arc<Live>,
     stop: watch::Sender<bool>,
     /// Stops the learner and the outbox writer, once the server has finished
     /// its in-flight requests (their outcomes must still be written).
@@ -70,10 +72,12 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let (gateway, learner) = Gateway::build(&config, env, store, outbox)
         .await
         .context("building the gateway")?;
-    let gateway = Arc::new(gateway);
+    let watch_every = Duration::from_millis(config.server.config_watch_ms);
+    let live = Arc::new(Live::new(gateway, env.clone()));
     let learner = tokio::spawn(learner.run(drain_rx));
+    crate::gateway::config_watch::spawn(live.clone(), watch_every, stop_rx.clone());
     let state = AppState {
-        gateway: gateway.clone(),
+        live: live.clone(),
         metrics,
         admin_token: env
             .get("SWITCHBOARD_ADMIN_TOKEN")
@@ -94,10 +98,10 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let server = tokio::spawn(async move {
         crate::serve::serve(listener, app, header_timeout, server_stop).await;
     });
-    tracing::info!(%addr, database = gateway.store.backend(), "switchboard is listening.");
+    tracing::info!(%addr, database = live.current().store.backend(), "switchboard is listening.");
     Ok(Running {
         addr,
-        gateway,
+        live,
         stop,
         drain,
         server,
@@ -108,6 +112,11 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
 }
 
 impl Running {
+    /// The gateway serving now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.current()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace
     /// period), then drains the outbox into the database.
     pub async fn shutdown(self) {
@@ -125,7 +134,7 @@ impl Running {
         if tokio::time::timeout(self.grace, self.writer).await.is_err() {
             tracing::error!("The outbox did not drain within the grace period.");
         }
-        self.gateway.store.close().await;
+        self.live.current().store.close().await;
     }
 }
 

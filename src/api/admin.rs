@@ -46,7 +46,7 @@ pub async fn decision(
         Ok(id) => id,
         Err(e) => return ApiError::bad_request("invalid_value", e.to_string()).into_response(),
     };
-    match state.gateway.store.decision(id.as_str()).await {
+    match state.gateway().store.decision(id.as_str()).await {
         Ok(Some(d)) => Json(json!({
             "request_id": id.as_str(),
             "route": d.route,

@@ -20,7 +20,7 @@ pub async fn client_key(State(state): State<AppState>, mut req: Request, next: N
         }
         None => None,
     };
-    match state.gateway.keys.authenticate(value).await {
+    match state.gateway().keys.authenticate(value).await {
         Ok(Some(caller)) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

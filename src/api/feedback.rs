@@ -31,7 +31,7 @@ pub async fn post_feedback(
     JsonBody(body): JsonBody<FeedbackBody>,
 ) -> Response {
     match parse(body) {
-        Ok(input) => match submit(&state.gateway, input).await {
+        Ok(input) => match submit(&state.gateway(), input).await {
             Ok(()) => (StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response(),
             Err(e) => e.into_response(),
         },

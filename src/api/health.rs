@@ -17,7 +17,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// Ready when the configuration is loaded (it is, or we would not be
 /// serving) and the database answers within a second.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let store = &state.gateway.store;
+    let store = &state.gateway().store;
     match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
         Ok(Ok(())) => Json(json!({"status": "ready", "database": store.backend()})).into_response(),
         Ok(Err(e)) => not_ready(e.to_string()),

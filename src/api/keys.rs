@@ -30,7 +30,7 @@ pub async fn create(
     if let Err(e) = authorize(&state, &headers) {
         return e.into_response();
     }
-    match issue::create(&state.gateway.store, spec).await {
+    match issue::create(&state.gateway().store, spec).await {
         Ok(issued) => {
             let mut body = issue::public_view(&issued.record);
             body["key"] = json!(issued.key);
@@ -50,7 +50,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
     if let Err(e) = authorize(&state, &headers) {
         return e.into_response();
     }
-    match state.gateway.store.list_keys().await {
+    match state.gateway().store.list_keys().await {
         Ok(keys) => {
             let data: Vec<_> = keys.iter().map(issue::public_view).collect();
             Json(json!({"object": "list", "data": data})).into_response()
@@ -68,9 +68,9 @@ pub async fn revoke(
     if let Err(e) = authorize(&state, &headers) {
         return e.into_response();
     }
-    match state.gateway.store.revoke_key(&id).await {
+    match state.gateway().store.revoke_key(&id).await {
         Ok(true) => {
-            state.gateway.keys.forget(&id);
+            state.gateway().keys.forget(&id);
             Json(json!({"id": id, "revoked": true})).into_response()
         }
         Ok(false) => ApiError::not_found("key_not_found", format!("No live key with id `{id}`."))

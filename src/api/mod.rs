@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod control;
 mod dashboard;
 mod feedback;
 mod health;
@@ -18,15 +19,25 @@ use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::ApiError;
+use crate::gateway::live::Live;
 use crate::gateway::Gateway;
 use json::BodyLimit;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub gateway: Arc<Gateway>,
+    /// The serving gateway; `gateway()` loads the current one.
+    pub live: Arc<Live>,
     pub metrics: Option<PrometheusHandle>,
     /// `SWITCHBOARD_ADMIN_TOKEN`; `None` closes the admin API.
     pub admin_token: Option<String>,
+}
+
+impl AppState {
+    /// The gateway a request uses from start to end (a reload swaps in a
+    /// new one for later requests).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.current()
+    }
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -45,6 +56,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/admin/decisions/{request_id}", get(admin::decision))
+        .route("/admin/config/reload", post(control::reload))
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")

@@ -20,7 +20,7 @@ pub async fn chat_completions(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Response {
     let caller = caller.map(|Extension(c)| c);
-    let routed = gateway::chat_as(state.gateway.clone(), body, &headers, caller).await;
+    let routed = gateway::chat_as(state.gateway(), body, &headers, caller).await;
     let mut response = match routed.reply {
         Ok(ChatReply::Complete(body)) => Json(body).into_response(),
         Ok(ChatReply::Stream(stream)) => {
@@ -55,7 +55,7 @@ fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
 }
 
 pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
-    let catalog = &state.gateway.catalog;
+    let catalog = &state.gateway().catalog;
     let mut data: Vec<Value> = catalog
         .models
         .iter()

@@ -179,6 +179,22 @@ impl PolicySnapshot {
         Ok(s)
     }
 
+    /// Adapts a live snapshot to a route reconfigured while serving: like
+    /// `prepare`, except that arms the spec no longer lists are dropped
+    /// (the operator removed the model) instead of refused. Arms kept keep
+    /// their learned state; new ones start from their prior.
+    pub fn reshape(mut self, spec: &RouteSpec) -> Result<Self, SnapshotError> {
+        self.arms
+            .retain(|a| spec.arms.iter().any(|s| s.name == a.name));
+        if self.arms.is_empty() {
+            return Err(SnapshotError::NoArms);
+        }
+        // The old config may name a removed arm (`fixed_arm`); `prepare`
+        // takes the spec's config anyway.
+        self.config = spec.config.clone();
+        self.prepare(spec)
+    }
+
     /// Full self-consistency check. O(K d^2).
     pub fn validate(&self) -> Result<(), SnapshotError> {
         self.config.validate()?;

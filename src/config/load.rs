@@ -48,7 +48,9 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
                 file: name.clone(),
                 reason: e.to_string(),
             })?;
-            load_str(&text, &name, env)
+            let mut config = load_str(&text, &name, env)?;
+            config.source = Some(file.to_path_buf());
+            Ok(config)
         }
         None => load_str("", "<built-in defaults>", env),
     }

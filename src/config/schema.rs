@@ -25,6 +25,10 @@ pub struct Config {
     pub rules: Vec<crate::gateway::rules::RuleConfig>,
     #[serde(default)]
     pub store: StoreConfig,
+    /// The file this was read from (`None`: built-in defaults or text);
+    /// what a reload re-reads. Not a key of the file.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -50,6 +54,9 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// ... and its whole body within this long; past it, 408.
     pub body_timeout_ms: u64,
+    /// How often the configuration file is checked for a change, which
+    /// then reloads it (0 = never; SIGHUP and the admin API still do).
+    pub config_watch_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +71,7 @@ impl Default for ServerConfig {
             reserve_output_tokens: 4_096,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            config_watch_ms: 2_000,
         }
     }
 }

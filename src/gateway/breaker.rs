@@ -5,7 +5,7 @@
 //! Each breaker is a tiny mutex held for a few instructions, never across
 //! an await.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,8 @@ enum State {
 }
 
 pub struct Breakers {
-    states: Vec<Mutex<State>>,
+    /// Shared with the next generation after a reload (`adopt`).
+    states: Vec<Arc<Mutex<State>>>,
     threshold: u32,
     cooldown: Duration,
     /// Model names for the state gauge; empty means no gauge.
@@ -32,7 +33,7 @@ impl Breakers {
     pub fn new(models: usize, threshold: u32, cooldown: Duration) -> Self {
         Self {
             states: (0..models)
-                .map(|_| Mutex::new(State::Closed { failures: 0 }))
+                .map(|_| Arc::new(Mutex::new(State::Closed { failures: 0 })))
                 .collect(),
             threshold: threshold.max(1),
             cooldown,
@@ -48,6 +49,19 @@ impl Breakers {
             self.publish(i, State::Closed { failures: 0 });
         }
         self
+    }
+
+    /// After a reload: every model that was configured before keeps its
+    /// breaker (the very same cell, so requests still running under the old
+    /// configuration and new ones see one state). Matched by name.
+    pub fn adopt(&mut self, old: &Breakers) {
+        for (i, name) in self.names.iter().enumerate() {
+            if let Some(j) = old.names.iter().position(|n| n == name) {
+                if let (Some(cell), Some(prev)) = (self.states.get_mut(i), old.states.get(j)) {
+                    *cell = Arc::clone(prev);
+                }
+            }
+        }
     }
 
     fn publish(&self, model: usize, state: State) {

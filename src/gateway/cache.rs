@@ -34,6 +34,7 @@ impl Expiry<Key, Arc<Cached>> for PerEntryTtl {
     }
 }
 
+#[derive(Clone)]
 pub struct ResponseCache {
     entries: Cache<Key, Arc<Cached>>,
 }

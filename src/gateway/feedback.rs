@@ -34,7 +34,7 @@ pub struct FeedbackInput {
 
 pub async fn submit(gw: &Gateway, input: FeedbackInput) -> Result<(), ApiError> {
     let id = input.request_id.as_str();
-    let memo = match gw.recent.get(id) {
+    let memo = match gw.recall(id) {
         Some(m) => m,
         None => stored_memo(gw, id).await?.ok_or_else(|| {
             ApiError::not_found(
@@ -74,16 +74,14 @@ fn teach(gw: &Gateway, id: &str, memo: &DecisionMemo, reward: Reward) {
     else {
         return;
     };
-    let Some(arm) = gw
-        .learning
-        .routes
-        .get(route)
-        .and_then(|l| l.arm_name(model))
-    else {
+    let Some(learner) = gw.learning.routes.get(route) else {
+        return;
+    };
+    let Some(arm) = learner.arm_name(model) else {
         return;
     };
     gw.learning.send(Update::Quality {
-        route,
+        route: learner.slot,
         quality: Quality {
             arm: arm.clone(),
             x,

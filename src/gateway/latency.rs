@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Requests remembered per model: small enough that a slowdown shows in
 /// the p95 after a handful of slow answers.
@@ -61,13 +61,30 @@ impl ModelLatency {
 }
 
 pub struct LatencyStats {
-    models: Vec<ModelLatency>,
+    models: Vec<Arc<ModelLatency>>,
 }
 
 impl LatencyStats {
     pub fn new(models: usize) -> Self {
         Self {
-            models: (0..models).map(|_| ModelLatency::new()).collect(),
+            models: (0..models).map(|_| Arc::new(ModelLatency::new())).collect(),
+        }
+    }
+
+    /// After a reload: models configured before keep their window (shared
+    /// with the old generation), matched by name; new ones start empty.
+    pub fn carried(names: &[&str], old: &LatencyStats, old_names: &[&str]) -> Self {
+        Self {
+            models: names
+                .iter()
+                .map(|n| {
+                    old_names
+                        .iter()
+                        .position(|o| o == n)
+                        .and_then(|j| old.models.get(j).cloned())
+                        .unwrap_or_else(|| Arc::new(ModelLatency::new()))
+                })
+                .collect(),
         }
     }
 
@@ -78,7 +95,7 @@ impl LatencyStats {
     }
 
     pub fn p95_ms(&self, model: usize) -> Option<f64> {
-        self.models.get(model).and_then(ModelLatency::p95_ms)
+        self.models.get(model).and_then(|m| m.p95_ms())
     }
 }
 

@@ -37,6 +37,10 @@ pub struct RouteLearner {
     /// Snapshot arm position -> catalog model index.
     pub arm_models: Vec<usize>,
     arm_names: Vec<ModelName>,
+    /// The route's slot in the writer: stable across config reloads (a
+    /// catalog index is not), so updates from requests begun under an older
+    /// config still reach the right route.
+    pub slot: usize,
 }
 
 impl RouteLearner {
@@ -65,6 +69,7 @@ impl RouteLearner {
     }
 }
 
+/// `route` is the route's writer slot (`RouteLearner::slot`).
 #[derive(Debug)]
 pub enum Update {
     Outcome {
@@ -80,11 +85,13 @@ pub enum Update {
         route: usize,
         snapshot: Box<PolicySnapshot>,
     },
+    /// A reloaded configuration: the new route set (`reshape.rs`).
+    Reshape(Box<super::reshape::Reshape>),
 }
 
 pub struct Learning {
     pub routes: Vec<RouteLearner>,
-    tx: mpsc::Sender<Update>,
+    pub(super) tx: mpsc::Sender<Update>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,14 +103,19 @@ pub enum LearningError {
 }
 
 /// The writer half; run it with `tokio::spawn(writer.run(shutdown))`.
+/// Its vectors are indexed by slot; a route removed by a reload keeps its
+/// slot (`live[slot] == false`) so slots are never reused.
 pub struct LearningWriter {
-    writers: Vec<PolicyWriter>,
-    routes: Vec<String>,
+    pub(super) writers: Vec<PolicyWriter>,
+    pub(super) routes: Vec<String>,
     rx: mpsc::Receiver<Update>,
-    store: Store,
-    dirty: Vec<bool>,
-    specs: Vec<RouteSpec>,
+    pub(super) store: Store,
+    pub(super) dirty: Vec<bool>,
+    pub(super) specs: Vec<RouteSpec>,
+    pub(super) live: Vec<bool>,
     tx: mpsc::Sender<Update>,
+    /// The activation watcher, respawned when a reload changes the routes.
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Learning {
@@ -117,61 +129,22 @@ impl Learning {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut writers = Vec::with_capacity(config.routes.len());
         let mut specs = Vec::with_capacity(config.routes.len());
-        for (r, entry) in config.routes.iter().zip(&catalog.routes) {
-            let name = r.name.as_str().to_owned();
-            let encoder =
-                Encoder::new(r.features.clone().unwrap_or_default()).map_err(|source| {
-                    LearningError::Features {
-                        route: name.clone(),
-                        source,
-                    }
-                })?;
-            let spec = route_spec(r, &encoder, config);
-            let fresh = || {
-                PolicySnapshot::new(&spec).map_err(|e| LearningError::Policy {
-                    route: name.clone(),
-                    reason: e.to_string(),
-                })
-            };
-            let snapshot = match store.load_policy_state(&name).await {
-                Ok(Some(text)) => {
-                    match PolicySnapshot::from_json(&text).and_then(|s| s.prepare(&spec)) {
-                        Ok(s) => {
-                            tracing::info!(route = %name, version = s.version(), "Resumed the route's policy from the store.");
-                            s
-                        }
-                        Err(e) => {
-                            tracing::warn!(route = %name, error = %e, "The saved policy does not fit the route any more; starting fresh.");
-                            fresh()?
-                        }
-                    }
-                }
-                Ok(None) => fresh()?,
-                Err(e) => {
-                    tracing::warn!(route = %name, error = %e, "The saved policy could not be read; starting fresh.");
-                    fresh()?
-                }
-            };
-            let snapshot = super::policy_watch::reconcile(store, &name, &spec, snapshot).await;
-            let writer = PolicyWriter::new(snapshot);
-            routes.push(RouteLearner {
-                encoder,
-                policy: writer.handle(),
-                objective: Objective {
-                    cost_weight: r.objective.cost_weight,
-                    latency_weight: r.objective.latency_weight,
-                },
-                exploration_cap: r.exploration_cap,
-                tier_exploration_caps: r.tier_exploration_caps.clone(),
-                arm_models: entry.arms.clone(),
-                arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
-            });
+        for (slot, (r, entry)) in config.routes.iter().zip(&catalog.routes).enumerate() {
+            let prepared = prepare_route(r, config, store).await?;
+            let writer = PolicyWriter::new(prepared.snapshot);
+            routes.push(
+                prepared
+                    .parts
+                    .learner(writer.handle(), entry.arms.clone(), slot),
+            );
             writers.push(writer);
-            specs.push(spec);
+            specs.push(prepared.spec);
         }
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
         let writer = LearningWriter {
             dirty: vec![false; writers.len()],
+            live: vec![true; writers.len()],
+            watcher: None,
             routes: config
                 .routes
                 .iter()
@@ -193,6 +166,100 @@ impl Learning {
             metrics::counter!(names::LEARNING_DROPPED).increment(1);
         }
     }
+}
+
+/// A route ready to serve: its feature encoder, policy shape and the
+/// snapshot to start from.
+pub(super) struct PreparedRoute {
+    pub spec: RouteSpec,
+    pub snapshot: PolicySnapshot,
+    pub parts: LearnerParts,
+}
+
+/// Everything of a `RouteLearner` but the policy handle and indices.
+pub(super) struct LearnerParts {
+    encoder: Encoder,
+    objective: Objective,
+    exploration_cap: Option<f64>,
+    tier_exploration_caps: std::collections::BTreeMap<String, f64>,
+    arm_names: Vec<ModelName>,
+}
+
+impl LearnerParts {
+    pub(super) fn learner(
+        self,
+        policy: PolicyHandle,
+        arm_models: Vec<usize>,
+        slot: usize,
+    ) -> RouteLearner {
+        RouteLearner {
+            encoder: self.encoder,
+            policy,
+            objective: self.objective,
+            exploration_cap: self.exploration_cap,
+            tier_exploration_caps: self.tier_exploration_caps,
+            arm_models,
+            arm_names: self.arm_names,
+            slot,
+        }
+    }
+}
+
+/// Builds a route's encoder and spec and the snapshot it starts from: the
+/// store's saved state when it fits the route as configured now (reconciled
+/// with the active stored version), else a fresh policy at the priors.
+pub(super) async fn prepare_route(
+    r: &RouteConfig,
+    config: &Config,
+    store: &Store,
+) -> Result<PreparedRoute, LearningError> {
+    let name = r.name.as_str().to_owned();
+    let encoder = Encoder::new(r.features.clone().unwrap_or_default()).map_err(|source| {
+        LearningError::Features {
+            route: name.clone(),
+            source,
+        }
+    })?;
+    let spec = route_spec(r, &encoder, config);
+    let fresh = || {
+        PolicySnapshot::new(&spec).map_err(|e| LearningError::Policy {
+            route: name.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let snapshot = match store.load_policy_state(&name).await {
+        Ok(Some(text)) => match PolicySnapshot::from_json(&text).and_then(|s| s.prepare(&spec)) {
+            Ok(s) => {
+                tracing::info!(route = %name, version = s.version(), "Resumed the route's policy from the store.");
+                s
+            }
+            Err(e) => {
+                tracing::warn!(route = %name, error = %e, "The saved policy does not fit the route any more; starting fresh.");
+                fresh()?
+            }
+        },
+        Ok(None) => fresh()?,
+        Err(e) => {
+            tracing::warn!(route = %name, error = %e, "The saved policy could not be read; starting fresh.");
+            fresh()?
+        }
+    };
+    let snapshot = super::policy_watch::reconcile(store, &name, &spec, snapshot).await;
+    let parts = LearnerParts {
+        encoder,
+        objective: Objective {
+            cost_weight: r.objective.cost_weight,
+            latency_weight: r.objective.latency_weight,
+        },
+        exploration_cap: r.exploration_cap,
+        tier_exploration_caps: r.tier_exploration_caps.clone(),
+        arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
+    };
+    Ok(PreparedRoute {
+        spec,
+        snapshot,
+        parts,
+    })
 }
 
 /// The bandit configuration a route asks for: its `[routes.bandit]` table
@@ -245,24 +312,14 @@ impl LearningWriter {
         let mut buf = Vec::with_capacity(256);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let labels = self
-            .writers
-            .iter()
-            .map(|w| w.state().label().to_owned())
-            .collect();
-        tokio::spawn(super::policy_watch::run(
-            self.store.clone(),
-            self.routes.clone(),
-            std::mem::take(&mut self.specs),
-            labels,
-            self.tx.clone(),
-            shutdown.clone(),
-        ));
+        self.respawn_watcher(&shutdown);
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, 256) => {
                     if n == 0 { break; }
-                    self.apply(&mut buf);
+                    if self.apply(&mut buf) {
+                        self.respawn_watcher(&shutdown);
+                    }
                 }
                 _ = persist.tick() => self.persist().await,
                 _ = shutdown.changed() => {
@@ -274,39 +331,76 @@ impl LearningWriter {
                 }
             }
         }
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         self.persist().await;
         tracing::info!("The learner saved its state.");
     }
 
-    /// Applies a batch, then publishes each touched route once.
-    fn apply(&mut self, buf: &mut Vec<Update>) {
+    /// (Re)starts the activation watcher over the live routes, with each
+    /// route's current label so an already-served version is not swapped in
+    /// again.
+    fn respawn_watcher(&mut self, shutdown: &watch::Receiver<bool>) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        let watched = (0..self.writers.len())
+            .filter(|&i| self.live[i])
+            .map(|i| super::policy_watch::Watched {
+                slot: i,
+                route: self.routes[i].clone(),
+                spec: self.specs[i].clone(),
+                label: self.writers[i].state().label().to_owned(),
+            })
+            .collect();
+        self.watcher = Some(tokio::spawn(super::policy_watch::run(
+            self.store.clone(),
+            watched,
+            self.tx.clone(),
+            shutdown.clone(),
+        )));
+    }
+
+    /// Applies a batch, then publishes each touched route once. Returns
+    /// whether the route set changed (a reload).
+    fn apply(&mut self, buf: &mut Vec<Update>) -> bool {
         let mut touched = vec![false; self.writers.len()];
+        let mut reshaped = false;
         for update in buf.drain(..) {
             let (route, result) = match &update {
                 Update::Outcome { route, outcome } => (
                     *route,
-                    self.writers
-                        .get_mut(*route)
-                        .map(|w| w.apply_outcome(outcome)),
+                    self.live_writer(*route).map(|w| w.apply_outcome(outcome)),
                 ),
                 Update::Swap { route, snapshot } => (
                     *route,
-                    self.writers.get_mut(*route).map(|w| {
+                    self.live_writer(*route).map(|w| {
                         w.replace((**snapshot).clone());
                         Ok(Default::default())
                     }),
                 ),
                 Update::Quality { route, quality } => {
-                    metrics::histogram!(names::REWARD, "route" => self.routes[*route].clone())
-                        .record(quality.reward.get());
+                    if let Some(name) = self.routes.get(*route) {
+                        metrics::histogram!(names::REWARD, "route" => name.clone())
+                            .record(quality.reward.get());
+                    }
                     (
                         *route,
-                        self.writers
-                            .get_mut(*route)
-                            .map(|w| w.apply_quality(quality)),
+                        self.live_writer(*route).map(|w| w.apply_quality(quality)),
                     )
                 }
+                Update::Reshape(_) => (usize::MAX, None),
             };
+            if let Update::Reshape(r) = update {
+                // Earlier updates in this batch are published first, so the
+                // reshaped state includes them.
+                self.publish_touched(&mut touched);
+                self.reshape(*r);
+                touched.resize(self.writers.len(), false);
+                reshaped = true;
+                continue;
+            }
             match result {
                 Some(Ok(report)) => {
                     touched[route] = true;
@@ -315,12 +409,30 @@ impl LearningWriter {
                         metrics::counter!(names::DRIFT_EVENTS, "route" => self.routes[route].clone()).increment(1);
                     }
                 }
+                // A request begun before a reload may name an arm the route
+                // no longer has: nothing to learn.
+                Some(Err(crate::bandit::UpdateError::UnknownArm(arm))) => {
+                    tracing::debug!(route = %self.routes[route], %arm, "An update for a removed arm was dropped.");
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "An update was rejected by the policy."),
                 None => {}
             }
         }
-        for (i, t) in touched.into_iter().enumerate() {
-            if t {
+        self.publish_touched(&mut touched);
+        reshaped
+    }
+
+    fn live_writer(&mut self, slot: usize) -> Option<&mut PolicyWriter> {
+        if self.live.get(slot).copied().unwrap_or(false) {
+            self.writers.get_mut(slot)
+        } else {
+            None
+        }
+    }
+
+    fn publish_touched(&mut self, touched: &mut [bool]) {
+        for (i, t) in touched.iter_mut().enumerate() {
+            if std::mem::take(t) {
                 self.writers[i].publish();
                 self.dirty[i] = true;
             }

@@ -8,17 +8,21 @@ pub mod breaker;
 pub mod cache;
 mod cached;
 pub mod catalog;
+pub mod config_watch;
 mod decide;
 mod eligible;
 pub mod feedback;
+mod generation;
 pub mod latency;
 pub mod learning;
+pub mod live;
 pub mod options;
 mod outcome;
 mod pipeline;
 mod policy_watch;
 mod prompt;
 pub mod recent;
+mod reshape;
 pub mod route;
 pub mod rules;
 mod stream;
@@ -56,6 +60,14 @@ pub struct Gateway {
     /// Client keys, limits and budgets (`src/auth`).
     pub keys: Arc<crate::auth::KeyRing>,
     pub reserve_output_tokens: u32,
+    /// The configuration this gateway was built from. A reload builds a new
+    /// `Gateway` (`generation.rs`) and swaps it in (`live.rs`); requests
+    /// keep the one they started with to their end.
+    pub config: Arc<Config>,
+    /// 1 at start, +1 per applied reload.
+    pub generation: u64,
+    /// The previous generation's recent decisions (feedback across a reload).
+    previous: Option<recent::Previous>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +127,22 @@ impl Gateway {
             rules: config.rules.clone(),
             cache: cache::ResponseCache::new(100_000),
             latency: latency::LatencyStats::new(config.models.len()),
+            config: Arc::new(config.clone()),
+            generation: 1,
+            previous: None,
         };
         Ok((gateway, writer))
+    }
+
+    /// The decision memo for feedback: this generation's, else the
+    /// previous one's (translated to this configuration's indices).
+    pub(crate) fn recall(&self, request_id: &str) -> Option<Arc<DecisionMemo>> {
+        self.recent.get(request_id).or_else(|| {
+            self.previous
+                .as_ref()
+                .and_then(|p| p.recall(request_id))
+                .map(Arc::new)
+        })
     }
 
     /// Records which model finally answered a request, for feedback to join.
@@ -150,7 +176,7 @@ impl Gateway {
             return;
         };
         self.learning.send(Update::Outcome {
-            route,
+            route: learner.slot,
             outcome: Outcome {
                 arm: arm.clone(),
                 x,

@@ -62,12 +62,20 @@ pub async fn reconcile(
     }
 }
 
-/// Watches for activations until shutdown; `labels[i]` is route i's label now.
+/// One route the watcher follows: its writer slot, name, configured shape
+/// and the label of the version it serves now.
+pub struct Watched {
+    pub slot: usize,
+    pub route: String,
+    pub spec: RouteSpec,
+    pub label: String,
+}
+
+/// Watches for activations until shutdown (or until the writer replaces it
+/// after a reload changed the routes).
 pub async fn run(
     store: Store,
-    routes: Vec<String>,
-    specs: Vec<RouteSpec>,
-    mut labels: Vec<String>,
+    mut routes: Vec<Watched>,
     tx: mpsc::Sender<Update>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -112,24 +120,21 @@ pub async fn run(
                 }
             },
         };
-        for (i, route) in routes.iter().enumerate() {
-            if only.as_ref().is_some_and(|r| r != route) {
+        for w in routes.iter_mut() {
+            if only.as_ref().is_some_and(|r| *r != w.route) {
                 continue;
             }
-            let (Some(spec), Some(label)) = (specs.get(i), labels.get_mut(i)) else {
-                continue;
-            };
-            if let Some((version, snapshot)) = active_snapshot(&store, route, spec).await {
-                if *label != version {
-                    tracing::info!(route, %version, "Swapping in the newly activated policy.");
+            if let Some((version, snapshot)) = active_snapshot(&store, &w.route, &w.spec).await {
+                if w.label != version {
+                    tracing::info!(route = %w.route, %version, "Swapping in the newly activated policy.");
                     let update = Update::Swap {
-                        route: i,
+                        route: w.slot,
                         snapshot: Box::new(snapshot),
                     };
                     if tx.send(update).await.is_err() {
                         return;
                     }
-                    *label = version;
+                    w.label = version;
                 }
             }
         }

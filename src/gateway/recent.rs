@@ -54,6 +54,29 @@ impl RecentDecisions {
     }
 }
 
+/// The previous configuration's table, for feedback on requests decided
+/// before a reload: its memos hold that configuration's route and model
+/// indices, translated here by name into the current ones.
+pub struct Previous {
+    pub table: RecentDecisions,
+    /// Old route index -> new route index (`None`: the route is gone).
+    pub routes: Vec<Option<usize>>,
+    /// Old model index -> new model index.
+    pub models: Vec<Option<usize>>,
+}
+
+impl Previous {
+    pub fn recall(&self, request_id: &str) -> Option<DecisionMemo> {
+        let m = self.table.get(request_id)?;
+        Some(DecisionMemo {
+            route: m.route.and_then(|r| self.routes.get(r).copied().flatten()),
+            model: m.model.and_then(|i| self.models.get(i).copied().flatten()),
+            features: m.features.clone(),
+            quality_taught: m.quality_taught,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

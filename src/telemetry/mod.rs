@@ -33,6 +33,11 @@ pub mod names {
     pub const REWARD: &str = "switchboard_reward";
     /// Info gauge: 1 for the active `version` of each `route`'s policy.
     pub const POLICY_VERSION: &str = "switchboard_policy_version";
+    /// Configuration reloads by `trigger` (api, signal, file) and `result`
+    /// (applied, unchanged, refused).
+    pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+    /// The configuration generation serving (1 at start, +1 per reload).
+    pub const CONFIG_GENERATION: &str = "switchboard_config_generation";
 }
 
 /// Histogram buckets, so the exporter renders histograms (not summaries)

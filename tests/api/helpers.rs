@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Row;
-use switchboard::config::{load_str, Env};
+use switchboard::config::{load, load_str, Env};
 use switchboard::startup::{self, Running};
 use switchboard::store::Store;
 
@@ -21,6 +21,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: Store,
     running: Option<Running>,
+    /// The configuration file, for apps started with `spawn_file`.
+    pub config_path: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -51,30 +53,104 @@ pub async fn spawn(config_toml: &str, db: Db) -> TestApp {
     spawn_on(config_toml, &url, dir).await
 }
 
-/// Starts the app on an existing database (e.g. to restart on the same one).
-pub async fn spawn_on(config_toml: &str, url: &str, dir: tempfile::TempDir) -> TestApp {
-    let text = format!(
+/// The test's config text with the store section every test app uses.
+fn with_store(config_toml: &str, dir: &std::path::Path) -> String {
+    format!(
         "{config_toml}\n[store]\nspill_path = \"{}/spill.jsonl\"\nflush_interval_ms = 20\n",
-        dir.path().display()
-    );
+        dir.display()
+    )
+}
+
+fn test_env(url: &str) -> Env {
     let mut env = Env::new();
     env.insert("DATABASE_URL".into(), url.to_owned());
     env.insert("SWITCHBOARD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert("MOCK_KEY".into(), "sk-test-secret".into());
     env.insert("ANTHROPIC_TEST_KEY".into(), "sk-ant-test".into());
+    env
+}
+
+/// Starts the app from a configuration file in its temp dir, as `serve
+/// --config FILE` does, so it can be reloaded (`write_config`).
+pub async fn spawn_file(config_toml: &str, db: Db) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match db {
+        Db::Postgres => fresh_postgres().await,
+        Db::Sqlite => format!("sqlite://{}/switchboard.db", dir.path().display()),
+    };
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, with_store(config_toml, dir.path())).unwrap();
+    let env = test_env(&url);
+    let config = load(Some(&path), &env).unwrap();
+    let running = startup::start(config, &env).await.unwrap();
+    TestApp {
+        db_url: url,
+        url: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        store: running.gateway().store.clone(),
+        running: Some(running),
+        config_path: Some(path),
+        _dir: dir,
+    }
+}
+
+/// Starts the app on an existing database (e.g. to restart on the same one).
+pub async fn spawn_on(config_toml: &str, url: &str, dir: tempfile::TempDir) -> TestApp {
+    let text = with_store(config_toml, dir.path());
+    let env = test_env(url);
     let config = load_str(&text, "test.toml", &env).unwrap();
     let running = startup::start(config, &env).await.unwrap();
     TestApp {
         db_url: url.to_owned(),
         url: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
-        store: running.gateway.store.clone(),
+        store: running.gateway().store.clone(),
         running: Some(running),
+        config_path: None,
         _dir: dir,
     }
 }
 
 impl TestApp {
+    /// Rewrites the configuration file of a `spawn_file` app (atomically,
+    /// as editors do: a new file renamed over the old one).
+    pub fn write_config(&self, config_toml: &str) {
+        let path = self.config_path.as_ref().expect("started with spawn_file");
+        let dir = path.parent().unwrap();
+        let tmp = dir.join("switchboard.toml.new");
+        std::fs::write(&tmp, with_store(config_toml, dir)).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// An admin API call with the test's admin token.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The app's Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/chat/completions", self.url))
@@ -185,7 +261,7 @@ impl TestApp {
 
     pub fn forget_recent_decisions(&self) {
         if let Some(r) = &self.running {
-            r.gateway.recent.clear();
+            r.gateway().recent.clear();
         }
     }
 

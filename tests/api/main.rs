@@ -24,6 +24,7 @@ mod mock_anthropic;
 mod mock_raw;
 mod outage;
 mod python_sdk;
+mod reload;
 mod replay_bar;
 mod resilience;
 mod rules;

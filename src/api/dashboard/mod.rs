@@ -103,29 +103,30 @@ macro_rules! handler {
 }
 
 handler!(summary, "summary", |s, p| report::summary(
-    &s.gateway.store,
+    &s.gateway().store,
     p.window
 ));
 handler!(models, "models", |s, p| report::models(
-    &s.gateway.store,
+    &s.gateway().store,
     p.window,
     p.route.as_deref()
 ));
 handler!(timeseries, "points", |s, p| report::timeseries(
-    &s.gateway.store,
+    &s.gateway().store,
     p.window,
     p.route.as_deref()
 ));
 handler!(errors, "errors", |s, p| report::errors(
-    &s.gateway.store,
+    &s.gateway().store,
     p.window,
     p.limit
 ));
 handler!(spend, "keys", |s, p| report::spend(
-    &s.gateway.store,
+    &s.gateway().store,
     p.window,
     p.limit
 ));
 handler!(policy, "routes", |s, p| report::policy(
-    &s.gateway, p.window
+    &s.gateway(),
+    p.window
 ));
