@@ -76,6 +76,7 @@ fn request(i: u64) -> RequestRecord {
         attempts: 1,
         cache_hit: false,
         tags: None,
+        assignment: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod experiments;
 pub mod features;
 pub mod gateway;
 pub mod providers;

@@ -55,6 +55,13 @@ enum Command {
     /// Policy versions: list, show, activate, rollback.
     #[command(subcommand)]
     Policy(switchboard::cli::policy::PolicyCommand),
+    /// Experiments on a running router: start, status, promote, stop.
+    Experiment {
+        #[command(subcommand)]
+        command: switchboard::cli::experiment::ExperimentCommand,
+        #[command(flatten)]
+        target: switchboard::cli::experiment::Target,
+    },
     /// Client keys: create, list, revoke.
     Keys {
         #[command(subcommand)]
@@ -145,6 +152,11 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => switchboard::cli::keys::run(command, &env).await,
+        Command::Experiment { command, target } => {
+            let out = switchboard::cli::experiment::run(command, target.url, &env).await?;
+            println!("{out}");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let c = config::load(config.as_deref(), &env)?;
             println!(

@@ -69,13 +69,18 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let (drain, drain_rx) = watch::channel(false);
     let writer = tokio::spawn(writer.run(drain_rx.clone()));
 
-    let (gateway, learner) = Gateway::build(&config, env, store, outbox)
+    let rows = crate::gateway::control::load_rows(&store, &config)
+        .await
+        .context("reading the live controls (experiments, flags, arm changes)")?;
+    let control = Arc::new(crate::experiments::Control::from_rows(&rows, &config));
+    let (gateway, learner) = Gateway::build(&config, control, Arc::new(rows), env, store, outbox)
         .await
         .context("building the gateway")?;
     let watch_every = Duration::from_millis(config.server.config_watch_ms);
     let live = Arc::new(Live::new(gateway, env.clone()));
     let learner = tokio::spawn(learner.run(drain_rx));
     crate::gateway::config_watch::spawn(live.clone(), watch_every, stop_rx.clone());
+    tokio::spawn(crate::gateway::control::run(live.clone(), stop_rx.clone()));
     let state = AppState {
         live: live.clone(),
         metrics,

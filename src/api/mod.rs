@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod control;
 mod dashboard;
+mod experiments;
 mod feedback;
 mod health;
 pub mod json;
@@ -57,6 +58,32 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/admin/decisions/{request_id}", get(admin::decision))
         .route("/admin/config/reload", post(control::reload))
+        .route("/admin/routes", get(control::routes))
+        .route("/admin/routes/{name}", get(control::route))
+        .route("/admin/routes/{name}/policy", get(control::policy))
+        .route(
+            "/admin/routes/{route}/models/{model}",
+            delete(control::restore),
+        )
+        .route(
+            "/admin/routes/{route}/models/{model}/onboard",
+            post(control::onboard),
+        )
+        .route(
+            "/admin/routes/{route}/models/{model}/retire",
+            post(control::retire),
+        )
+        .route("/admin/models", get(control::models))
+        .route("/admin/models/{name}/disable", post(control::disable))
+        .route("/admin/models/{name}/enable", post(control::enable))
+        .route("/admin/experiments", get(experiments::list))
+        .route("/admin/experiments/{name}", get(experiments::status))
+        .route("/admin/experiments/{name}/start", post(experiments::start))
+        .route(
+            "/admin/experiments/{name}/promote",
+            post(experiments::promote),
+        )
+        .route("/admin/experiments/{name}/stop", post(experiments::stop))
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")

@@ -1,7 +1,8 @@
 //! The subcommands behind `switchboard` that are more than a call into the
-//! library: offline replay, policy versions and client keys. `main.rs` parses
+//! library: offline replay, policy versions, experiments and client keys. `main.rs` parses
 //! the command line and dispatches here.
 
+pub mod experiment;
 pub mod keys;
 pub mod policy;
 pub mod replay;

@@ -23,6 +23,9 @@ pub struct Config {
     /// Evaluated in order before the policy; the first match wins.
     #[serde(default)]
     pub rules: Vec<crate::gateway::rules::RuleConfig>,
+    /// Canaries, A/B splits, shadow traffic and policy rollouts.
+    #[serde(default)]
+    pub experiments: Vec<crate::experiments::ExperimentConfig>,
     #[serde(default)]
     pub store: StoreConfig,
     /// The file this was read from (`None`: built-in defaults or text);
@@ -211,6 +214,12 @@ pub struct RouteConfig {
     /// How prompts become feature vectors for this route.
     #[serde(default)]
     pub features: Option<crate::features::FeatureSpec>,
+    /// Models entering this route: prior and capped forced exploration.
+    #[serde(default)]
+    pub onboard: std::collections::BTreeMap<ModelName, crate::experiments::OnboardConfig>,
+    /// Models leaving this route: share annealed to zero over a window.
+    #[serde(default)]
+    pub retire: std::collections::BTreeMap<ModelName, crate::experiments::RetireConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]

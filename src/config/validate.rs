@@ -228,5 +228,136 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
             }
         }
     }
+    validate_lifecycles(c, file)?;
+    validate_experiments(c, file, &models, &routes)
+}
+
+/// `[routes.onboard.<model>]` and `[routes.retire.<model>]`.
+fn validate_lifecycles(c: &Config, file: &str) -> Result<(), ConfigError> {
+    let bad = |key: String, reason: String| Err(ConfigError::invalid(file, key, reason));
+    for (i, r) in c.routes.iter().enumerate() {
+        for (m, o) in &r.onboard {
+            let key = format!("routes[{i}].onboard.{}", m.as_str());
+            if !r.models.contains(m) {
+                return bad(key, "is not one of the route's models".into());
+            }
+            if let Some(q) = o.prior_quality {
+                if !(0.0..=1.0).contains(&q) {
+                    return bad(
+                        format!("{key}.prior_quality"),
+                        format!("{q} must be in [0, 1]"),
+                    );
+                }
+            }
+            if !(0.0..=1.0).contains(&o.explore_share) {
+                return bad(
+                    format!("{key}.explore_share"),
+                    format!("{} must be in [0, 1]", o.explore_share),
+                );
+            }
+        }
+        for (m, t) in &r.retire {
+            let key = format!("routes[{i}].retire.{}", m.as_str());
+            if !r.models.contains(m) {
+                return bad(key, "is not one of the route's models".into());
+            }
+            if r.onboard.contains_key(m) {
+                return bad(
+                    key,
+                    "a model cannot be onboarded and retired at once".into(),
+                );
+            }
+            if t.window_s == 0 {
+                return bad(
+                    format!("{key}.window_s"),
+                    "must be at least 1 second".into(),
+                );
+            }
+        }
+        if !r.retire.is_empty() && r.models.iter().all(|m| r.retire.contains_key(m)) {
+            return bad(
+                format!("routes[{i}].retire"),
+                "would retire every model of the route".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn validate_experiments(
+    c: &Config,
+    file: &str,
+    models: &HashSet<&str>,
+    routes: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    use crate::experiments::ExperimentKind;
+    let bad = |key: String, reason: String| Err(ConfigError::invalid(file, key, reason));
+    let mut names = HashSet::new();
+    let mut slots = HashSet::new();
+    for (i, e) in c.experiments.iter().enumerate() {
+        let key = |k: &str| format!("experiments[{i}].{k}");
+        if e.name.is_empty() || e.name.len() > 128 {
+            return bad(key("name"), "must be 1 to 128 characters".into());
+        }
+        if !names.insert(e.name.as_str()) {
+            return bad(key("name"), format!("duplicate experiment {:?}", e.name));
+        }
+        if !routes.contains(e.route.as_str()) {
+            return bad(
+                key("route"),
+                format!("unknown route {:?}", e.route.as_str()),
+            );
+        }
+        if !(e.share.is_finite() && (0.0..=1.0).contains(&e.share)) {
+            return bad(key("share"), format!("{} must be in [0, 1]", e.share));
+        }
+        if e.candidate.is_empty() {
+            return bad(
+                key("candidate"),
+                "must name a model, a route or a policy version".into(),
+            );
+        }
+        match e.kind {
+            ExperimentKind::Shadow if !models.contains(e.candidate.as_str()) => {
+                return bad(key("candidate"), format!("unknown model {:?}", e.candidate));
+            }
+            ExperimentKind::Ab if e.candidate == e.route.as_str() => {
+                return bad(
+                    key("candidate"),
+                    "a route cannot be its own candidate".into(),
+                );
+            }
+            _ => {}
+        }
+        // One acting experiment (canary or A/B) per route; one of each
+        // shadow kind.
+        let slot = if e.kind.acts() {
+            "acting"
+        } else {
+            e.kind.as_str()
+        };
+        if !slots.insert((e.route.as_str(), slot)) {
+            return bad(
+                key("kind"),
+                format!(
+                    "route {:?} already has a {} experiment",
+                    e.route.as_str(),
+                    if e.kind.acts() {
+                        "canary or A/B"
+                    } else {
+                        e.kind.as_str()
+                    }
+                ),
+            );
+        }
+        if let Some(a) = &e.auto_promote {
+            if !(0.5..1.0).contains(&a.confidence) {
+                return bad(
+                    key("auto_promote.confidence"),
+                    format!("{} must be in [0.5, 1)", a.confidence),
+                );
+            }
+        }
+    }
     Ok(())
 }

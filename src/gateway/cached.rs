@@ -50,6 +50,7 @@ pub(super) fn draft(
         span: tracing::Span::current(),
         cache_hit: true,
         key,
+        assignment: Default::default(),
     }
 }
 

@@ -2,6 +2,10 @@
 //! snapshot (lock-free), decide over the eligible models, and turn the
 //! bandit's answer into a ranking (chosen first, then the fallback order by
 //! estimated utility), a propensity, a version and a receipt.
+//!
+//! Arms entering or leaving the route adjust the policy's distribution
+//! (`experiments::mix`) before the draw, so the logged propensity stays
+//! exact; a shadow policy scores the same request without acting.
 
 use serde_json::{json, Map, Value};
 
@@ -10,10 +14,16 @@ use super::eligible::Exclusion;
 use super::learning::RouteLearner;
 use super::options::RouterOptions;
 use super::prompt::prompt_view;
-use crate::bandit::{Decision as BanditDecision, DecisionRequest, Objective};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::plan::{RoutePlan, ShadowPolicy};
+use crate::bandit::{Decision as BanditDecision, DecisionRequest, Objective, PolicySnapshot};
 use crate::domain::Usd;
 use crate::error::ApiError;
+use crate::experiments::{assign, mix};
 use crate::features::Features;
+use crate::store::Assignment;
 use crate::telemetry::names;
 
 #[derive(Debug, Clone)]
@@ -28,6 +38,10 @@ pub struct Decision {
     pub receipt: Value,
     /// One-line form of the receipt, for `x-switchboard-decision`.
     pub summary: String,
+    /// The experiment and arm the request is in, if any.
+    pub assignment: Assignment,
+    /// A shadow experiment wants this request mirrored to a model.
+    pub mirror: Option<(Arc<str>, usize)>,
 }
 
 pub struct RouteDecision<'a> {
@@ -36,6 +50,13 @@ pub struct RouteDecision<'a> {
     pub catalog: &'a Catalog,
     /// The route's objective, or a rule's override.
     pub objective: Objective,
+    /// Experiments and arm lifecycles of the route.
+    pub plan: Option<&'a RoutePlan>,
+    /// A candidate policy version deciding instead of the route's own
+    /// (a policy canary or A/B arm).
+    pub candidate: Option<&'a PolicySnapshot>,
+    /// The request's user, for sticky assignment.
+    pub user: Option<&'a str>,
 }
 
 impl RouteDecision<'_> {
@@ -53,7 +74,8 @@ impl RouteDecision<'_> {
             .iter()
             .filter_map(|&m| learner.arm_of_model(m))
             .collect();
-        let snapshot = learner.policy.load();
+        let own = learner.policy.load();
+        let snapshot: &PolicySnapshot = self.candidate.unwrap_or(&own);
         let req = DecisionRequest {
             features: &x,
             eligible: &arms,
@@ -62,10 +84,17 @@ impl RouteDecision<'_> {
             exploration_cap: learner.exploration_cap_for(opts.tier.as_deref()),
             exploration_floor: None,
         };
-        let d = snapshot.decide(&req, &mut rand::rng()).map_err(|e| {
+        let mut rng = rand::rng();
+        let mut d = snapshot.decide(&req, &mut rng).map_err(|e| {
             tracing::error!(route = self.route, error = %e, "The policy could not decide.");
             ApiError::internal(format!("The route's policy could not decide: {e}"))
         })?;
+        let mut assignment = Assignment::default();
+        if let Some(plan) = self.plan {
+            if let Some(forced) = self.lifecycle(plan, &mut d, &mut rng) {
+                assignment = forced;
+            }
+        }
         let chosen = learner.arm_models[d.arm];
         metrics::counter!(names::DECISIONS,
             "route" => self.route.to_owned(),
@@ -83,7 +112,17 @@ impl RouteDecision<'_> {
         let mut ranking = Vec::with_capacity(others.len() + 1);
         ranking.push(chosen);
         ranking.extend(others.into_iter().map(|(m, _)| m));
-        let version = super::learning::RouteLearner::version(&snapshot);
+        let version = super::learning::RouteLearner::version(snapshot);
+        if let Some(sp) = self.plan.and_then(|p| p.shadow_policy.as_ref()) {
+            if assign::in_candidate(
+                &sp.name,
+                sp.share,
+                self.user.filter(|_| sp.sticky),
+                &mut rng,
+            ) {
+                assignment.counterfactual = self.counterfactual(sp, &req, chosen);
+            }
+        }
         Ok(Decision {
             ranking,
             propensity: d.propensity,
@@ -91,7 +130,88 @@ impl RouteDecision<'_> {
             receipt: self.receipt(&d, &version, excluded),
             policy_version: version,
             features: Some(x.into()),
+            assignment,
+            mirror: None,
         })
+    }
+
+    /// Onboarding and retiring arms: redraws from the adjusted distribution
+    /// (`experiments::mix`) and returns the assignment of a forced draw.
+    fn lifecycle(
+        &self,
+        plan: &RoutePlan,
+        d: &mut BanditDecision,
+        rng: &mut impl rand::Rng,
+    ) -> Option<Assignment> {
+        if plan.onboarding.is_empty() && plan.retiring.is_empty() {
+            return None;
+        }
+        let arm_of = |model: usize| self.learner.arm_of_model(model);
+        let now = chrono::Utc::now();
+        let weights: Vec<(usize, f64)> = plan
+            .retiring
+            .iter()
+            .filter_map(|r| Some((arm_of(r.model)?, r.weight(now))))
+            .collect();
+        let forced: Vec<(usize, f64)> = plan
+            .onboarding
+            .iter()
+            .filter(|o| o.has_quota())
+            .filter_map(|o| Some((arm_of(o.model)?, o.share)))
+            .collect();
+        let pi: Vec<(usize, f64)> = d
+            .receipt
+            .arms
+            .iter()
+            .map(|a| (a.arm, a.probability))
+            .collect();
+        // The receipt keeps the policy's own probabilities; `propensity`
+        // is the adjusted one the arm was drawn with.
+        let choice = mix::adjust(&pi, &weights, &forced, rng)?;
+        d.greedy = d.greedy && d.arm == choice.arm;
+        d.arm = choice.arm;
+        d.propensity = choice.propensity;
+        if !choice.forced {
+            return None;
+        }
+        let model = self.learner.arm_models[choice.arm];
+        let o = plan.onboarding.iter().find(|o| o.model == model)?;
+        o.used.fetch_add(1, Ordering::Relaxed);
+        Some(Assignment {
+            experiment: Some(o.experiment.to_string()),
+            experiment_arm: Some("forced".into()),
+            ..Assignment::default()
+        })
+    }
+
+    /// What the shadow policy would have done here, and its probability of
+    /// the model actually chosen (for off-policy scoring).
+    fn counterfactual(
+        &self,
+        sp: &ShadowPolicy,
+        req: &DecisionRequest<'_>,
+        chosen: usize,
+    ) -> Option<Value> {
+        let probs = match sp.snapshot.probabilities(req) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "The shadow policy could not score this request.");
+                return None;
+            }
+        };
+        let logged = self.learner.arm_of_model(chosen)?;
+        let p_logged = probs
+            .iter()
+            .find(|(a, _)| *a == logged)
+            .map_or(0.0, |(_, p)| *p);
+        let (best, p_best) = probs.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        Some(json!({
+            "experiment": &*sp.name,
+            "version": sp.version,
+            "choice": self.name_of_arm(best),
+            "p_choice": p_best,
+            "p_logged": p_logged,
+        }))
     }
 
     fn name_of_arm(&self, arm: usize) -> &str {

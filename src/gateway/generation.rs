@@ -9,6 +9,8 @@
 //! | circuit breakers, latency windows | kept per model name (shared cells), new models start fresh |
 //! | recent decisions | a new table; the old one stays readable (translated) for feedback |
 //! | response cache | kept when models and every route's arms and cache settings are unchanged, else emptied |
+//! | experiments, flags, arm lifecycles | a new plan for the new catalog (`plan.rs`) |
+//! | forced-exploration counts | shared |
 //! | outbox, store, client keys, learner task | shared, never rebuilt |
 //!
 //! Nothing here touches the live gateway: the caller swaps the result in.
@@ -17,19 +19,31 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use super::breaker::Breakers;
 use super::catalog::Catalog;
+use super::plan::Plan;
 use super::recent::{Previous, RecentDecisions};
 use super::{cache, latency, Gateway, GatewayBuildError};
 use crate::config::{Config, Env};
+use crate::experiments::Control;
 use crate::providers::Provider;
+use crate::store::control::ControlRows;
 
 impl Gateway {
     /// Builds the gateway for `config`, carrying over from `self` what
     /// outlives a reload (see the module docs). The learner takes the new
     /// route set before this returns; nothing else changes until the caller
     /// swaps the result in.
-    pub async fn next(&self, config: Config, env: &Env) -> Result<Gateway, GatewayBuildError> {
+    pub async fn next(
+        &self,
+        file: Config,
+        control: Arc<Control>,
+        rows: Arc<ControlRows>,
+        env: &Env,
+    ) -> Result<Gateway, GatewayBuildError> {
+        let config = control.effective(&file);
         let mut providers = HashMap::new();
         for p in &config.providers {
             let unchanged = self
@@ -91,12 +105,12 @@ impl Gateway {
                 .map(|m| catalog.model(m.name.as_str()).map(|e| e.index))
                 .collect(),
         };
-        let cache = if cache_survives(&self.config, &config) {
+        let cache = if cache_survives(&self.effective, &config) {
             self.cache.clone()
         } else {
             cache::ResponseCache::new(100_000)
         };
-        Ok(Gateway {
+        let next = Gateway {
             breakers,
             catalog,
             resilience: config.resilience.clone(),
@@ -112,8 +126,14 @@ impl Gateway {
             reserve_output_tokens: config.server.reserve_output_tokens,
             generation: self.generation + 1,
             previous: Some(previous),
-            config: Arc::new(config),
-        })
+            plan: ArcSwap::from_pointee(Plan::empty(control.clone(), rows.clone())),
+            quota: self.quota.clone(),
+            effective: Arc::new(config),
+            config: Arc::new(file),
+        };
+        next.plan
+            .store(Arc::new(Plan::build(&next, control, rows).await));
+        Ok(next)
     }
 }
 

@@ -293,6 +293,9 @@ pub fn route_spec(r: &RouteConfig, encoder: &Encoder, all: &Config) -> RouteSpec
                         .max(1e-9),
                 );
             }
+            // A model onboarded with a prior (optimistic, or an offline
+            // evaluation's score) starts from it instead of the route's.
+            arm.prior_quality = r.onboard.get(m).and_then(|o| o.prior_quality);
             arm
         })
         .collect();

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::control::load_rows;
 use super::learning::LearningError;
 use super::{Gateway, GatewayBuildError};
 use crate::config::{load_str, Config, ConfigError, Env};
+use crate::experiments::Control;
 use crate::providers::ProviderSetupError;
 use crate::telemetry::names;
 
@@ -114,6 +116,21 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Held by whatever rebuilds or re-plans the gateway.
+    pub(super) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    pub(super) fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// Serves `next` from now on (the caller holds the lock).
+    pub(super) fn swap(&self, next: Gateway) {
+        metrics::gauge!(names::CONFIG_GENERATION).set(next.generation as f64);
+        self.current.store(Arc::new(next));
+    }
+
     pub fn config_path(&self) -> Option<&PathBuf> {
         self.path.as_ref()
     }
@@ -167,7 +184,7 @@ impl Live {
         let mut config = load_str(&text, &file, &self.env)?;
         config.source = Some(path.clone());
         let old = self.current();
-        if same(&*old.config, &config) {
+        if same(&old.config, &config) {
             return Ok(Reloaded {
                 generation: old.generation,
                 changed: false,
@@ -175,12 +192,22 @@ impl Live {
             });
         }
         let needs_restart = needs_restart(&old.config, &config);
+        // New `[[experiments]]` and retirements are recorded; with the
+        // store down, the stored controls last read still apply.
+        let rows = match load_rows(&old.store, &config).await {
+            Ok(rows) => Arc::new(rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "Reading the live controls failed; using the last ones read.");
+                old.plan.load().rows.clone()
+            }
+        };
+        let control = Arc::new(Control::from_rows(&rows, &config));
         let next = old
-            .next(config, &self.env)
+            .next(config.clone(), control, rows, &self.env)
             .await
-            .map_err(|e| build_error(&file, &old.config, e))?;
+            .map_err(|e| build_error(&file, &config, e))?;
         let generation = next.generation;
-        self.current.store(Arc::new(next));
+        self.swap(next);
         Ok(Reloaded {
             generation,
             changed: true,

@@ -9,6 +9,7 @@ pub mod cache;
 mod cached;
 pub mod catalog;
 pub mod config_watch;
+pub mod control;
 mod decide;
 mod eligible;
 pub mod feedback;
@@ -16,17 +17,22 @@ mod generation;
 pub mod latency;
 pub mod learning;
 pub mod live;
+pub mod operate;
 pub mod options;
 mod outcome;
 mod pipeline;
+pub mod plan;
 mod policy_watch;
 mod prompt;
 pub mod recent;
+pub mod report;
 mod reshape;
 pub mod route;
 pub mod rules;
+mod shadow;
 mod stream;
 mod validate;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,10 +40,14 @@ use std::time::Duration;
 
 pub use pipeline::{chat, chat_as, ChatReply, Meta, Routed};
 
+use arc_swap::ArcSwap;
+
 use crate::bandit::Outcome;
 use crate::config::{Config, Env, ResilienceConfig};
 use crate::domain::Usd;
+use crate::experiments::Control;
 use crate::providers::{Provider, ProviderSetupError};
+use crate::store::control::ControlRows;
 use crate::store::outbox::Outbox;
 use crate::store::Store;
 use breaker::Breakers;
@@ -60,10 +70,18 @@ pub struct Gateway {
     /// Client keys, limits and budgets (`src/auth`).
     pub keys: Arc<crate::auth::KeyRing>,
     pub reserve_output_tokens: u32,
-    /// The configuration this gateway was built from. A reload builds a new
-    /// `Gateway` (`generation.rs`) and swaps it in (`live.rs`); requests
-    /// keep the one they started with to their end.
+    /// The configuration file this gateway was built from. A reload builds
+    /// a new `Gateway` (`generation.rs`) and swaps it in (`live.rs`);
+    /// requests keep the one they started with to their end.
     pub config: Arc<Config>,
+    /// `config` with the operators' arm changes applied (`Control::effective`):
+    /// what the catalog and the policies were built from.
+    pub effective: Arc<Config>,
+    /// Experiments, flags and arm lifecycles in force (`plan.rs`); replaced
+    /// whole when a control changes without changing any route's arms.
+    pub plan: ArcSwap<plan::Plan>,
+    /// Forced-exploration counts of onboarding arms, kept across reloads.
+    pub quota: Arc<plan::QuotaCounters>,
     /// 1 at start, +1 per applied reload.
     pub generation: u64,
     /// The previous generation's recent decisions (feedback across a reload).
@@ -84,11 +102,15 @@ impl Gateway {
     /// Builds providers, the catalog and every route's policy (resumed from
     /// the store when possible). Run the returned writer in its own task.
     pub async fn build(
-        config: &Config,
+        file: &Config,
+        control: Arc<Control>,
+        rows: Arc<ControlRows>,
         env: &Env,
         store: Store,
         outbox: Outbox,
     ) -> Result<(Self, LearningWriter), GatewayBuildError> {
+        let effective = control.effective(file);
+        let config = &effective;
         let mut providers = HashMap::new();
         for p in &config.providers {
             providers.insert(p.name.clone(), Arc::new(Provider::new(p, env)?));
@@ -127,10 +149,16 @@ impl Gateway {
             rules: config.rules.clone(),
             cache: cache::ResponseCache::new(100_000),
             latency: latency::LatencyStats::new(config.models.len()),
-            config: Arc::new(config.clone()),
+            config: Arc::new(file.clone()),
+            plan: ArcSwap::from_pointee(plan::Plan::empty(control.clone(), rows.clone())),
+            quota: Arc::default(),
+            effective: Arc::new(effective.clone()),
             generation: 1,
             previous: None,
         };
+        gateway
+            .plan
+            .store(Arc::new(plan::Plan::build(&gateway, control, rows).await));
         Ok((gateway, writer))
     }
 

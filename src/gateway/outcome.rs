@@ -11,7 +11,7 @@ use super::catalog::ModelEntry;
 use super::options::RouterOptions;
 use crate::providers::{tokens, Usage};
 use crate::store::outbox::Outbox;
-use crate::store::{AttemptRecord, Event, RequestRecord};
+use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
 use crate::telemetry::{names, spans};
 
 pub struct Draft {
@@ -37,6 +37,8 @@ pub struct Draft {
     pub span: tracing::Span,
     /// The client key behind the request, with its budget reservation.
     pub key: Option<super::admission::KeyUse>,
+    /// The experiment and arm the request was assigned to.
+    pub assignment: Assignment,
 }
 
 /// How the request ended.
@@ -125,6 +127,7 @@ impl Draft {
             fallback_chain: self.chain,
             cache_hit: self.cache_hit,
             tags: (!self.options.tags.is_empty()).then(|| serde_json::json!(self.options.tags)),
+            assignment: self.assignment,
         };
         if let Some(k) = key {
             k.settle(cost, usage.map_or(0, |u| u.completion_tokens));

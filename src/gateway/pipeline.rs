@@ -106,7 +106,10 @@ async fn run(
         Target::Model(_) => None,
     };
     if let Target::Route(r) = &target {
-        if let Some(hit) = cache_key.and_then(|(k, _)| gw.cache.get(k)) {
+        let hit = cache_key.and_then(|(k, _)| gw.cache.get(k));
+        // An answer from a model an operator disabled is not replayed.
+        let hit = hit.filter(|h| !gw.plan.load().is_disabled(h.model));
+        if let Some(hit) = hit {
             meta.route = Some(r.name.as_str().to_owned());
             let key = caller.map(|caller| admission::KeyUse {
                 caller,
@@ -127,24 +130,41 @@ async fn run(
     }
 
     let (decision, route_index, eligible_names) = match target {
-        Target::Model(m) => (
-            Decision {
-                ranking: vec![m.index],
-                propensity: 1.0,
-                policy_version: "direct".into(),
-                features: None,
-                receipt: serde_json::json!({"policy": "direct"}),
-                summary: format!("chosen={};p=1;direct", m.name.as_str()),
-            },
-            None,
-            vec![m.name.as_str().to_owned()],
-        ),
+        Target::Model(m) => {
+            super::route::check_direct(gw, m.index)?;
+            (
+                Decision {
+                    ranking: vec![m.index],
+                    propensity: 1.0,
+                    policy_version: "direct".into(),
+                    features: None,
+                    receipt: serde_json::json!({"policy": "direct"}),
+                    summary: format!("chosen={};p=1;direct", m.name.as_str()),
+                    assignment: Default::default(),
+                    mirror: None,
+                },
+                None,
+                vec![m.name.as_str().to_owned()],
+            )
+        }
         Target::Route(route) => {
             meta.route = Some(route.name.as_str().to_owned());
             let routed = decide_for_route(gw, route, body, &options)?;
-            (routed.decision, Some(route.index), routed.eligible)
+            // An A/B experiment may have handed the request to another route.
+            meta.route = Some(gw.catalog.routes[routed.route].name.as_str().to_owned());
+            (routed.decision, Some(routed.route), routed.eligible)
         }
     };
+    if let Some((experiment, model)) = &decision.mirror {
+        super::shadow::spawn(
+            gw,
+            experiment.clone(),
+            *model,
+            body,
+            &meta.request_id,
+            meta.route.as_deref(),
+        );
+    }
     meta.policy_version = Some(decision.policy_version.clone());
     if wants_explanation(headers) {
         meta.decision_summary = Some(decision.summary.clone());
@@ -188,6 +208,7 @@ async fn run(
         span: tracing::Span::current(),
         key,
         cache_hit: false,
+        assignment: decision.assignment.clone(),
     };
     let attempts = Attempts {
         catalog: &gw.catalog,

@@ -10,16 +10,21 @@ use super::catalog::RouteEntry;
 use super::decide::{Decision, RouteDecision};
 use super::eligible::{apply_latency_slo, eligible, Exclusion};
 use super::options::{Needs, RouterOptions};
+use super::plan::{Plan, Target};
 use super::rules::{first_match, RuleContext};
 use super::Gateway;
-use crate::bandit::Objective;
+use crate::bandit::{Objective, PolicySnapshot};
 use crate::error::ApiError;
+use crate::experiments::assign;
+use crate::store::Assignment;
 use crate::telemetry::spans;
 
-/// The decision and the names of the models that were eligible.
+/// The decision, the names of the models that were eligible, and the
+/// route that decided (an A/B experiment may hand a request to another).
 pub struct Routed {
     pub decision: Decision,
     pub eligible: Vec<String>,
+    pub route: usize,
 }
 
 pub fn decide_for_route(
@@ -27,6 +32,148 @@ pub fn decide_for_route(
     route: &RouteEntry,
     body: &Map<String, Value>,
     options: &RouterOptions,
+) -> Result<Routed, ApiError> {
+    let plan = gw.plan.load();
+    let acting = plan.routes.get(route.index).and_then(|p| p.acting.as_ref());
+    let Some(a) = acting else {
+        return decide_on(gw, &plan, route, body, options, None);
+    };
+    let user = options.user.as_deref().filter(|_| a.sticky);
+    let candidate = assign::in_candidate(&a.name, a.share, user, &mut rand::rng());
+    let mark = |arm: &str| Assignment {
+        experiment: Some(a.name.to_string()),
+        experiment_arm: Some(arm.to_owned()),
+        ..Assignment::default()
+    };
+    let mut routed = match (&a.target, candidate) {
+        (_, false) => decide_on(gw, &plan, route, body, options, None)?,
+        (Target::Route(c), true) => {
+            let other = &gw.catalog.routes[*c];
+            decide_on(gw, &plan, other, body, options, None)?
+        }
+        (Target::Policy { snapshot, .. }, true) => {
+            decide_on(gw, &plan, route, body, options, Some(snapshot))?
+        }
+        (Target::Model(m), true) => {
+            let mut routed = decide_on(gw, &plan, route, body, options, None)?;
+            if let Some(why) = unfit(gw, &plan, *m, options, body) {
+                // The candidate cannot serve this request: the control arm does.
+                tracing::debug!(experiment = %a.name, reason = why, "Canary candidate skipped.");
+                routed.decision.assignment.experiment = Some(a.name.to_string());
+                routed.decision.assignment.experiment_arm = Some("control".into());
+                return Ok(routed);
+            }
+            let d = &mut routed.decision;
+            let model_name = gw.catalog.models[*m].name.as_str();
+            // Sticky: fixed by the user. Else the model is drawn with
+            // probability `share`, or by the policy in the control arm.
+            d.propensity = if user.is_some() {
+                1.0
+            } else {
+                (a.share + (1.0 - a.share) * policy_probability(&d.receipt, model_name))
+                    .clamp(f64::MIN_POSITIVE, 1.0)
+            };
+            d.ranking.retain(|&x| x != *m);
+            d.ranking.insert(0, *m);
+            d.policy_version = format!("experiment.{}", a.name);
+            d.summary = format!(
+                "chosen={};experiment={}",
+                gw.catalog.models[*m].name.as_str(),
+                a.name
+            );
+            if let Value::Object(o) = &mut d.receipt {
+                o.insert(
+                    "experiment".into(),
+                    json!({"name": &*a.name, "arm": "candidate"}),
+                );
+            }
+            let name = gw.catalog.models[*m].name.as_str().to_owned();
+            if !routed.eligible.contains(&name) {
+                routed.eligible.push(name);
+            }
+            routed
+        }
+    };
+    let arm = if candidate { "candidate" } else { "control" };
+    metrics::counter!(crate::telemetry::names::EXPERIMENT_ASSIGNMENTS,
+        "experiment" => a.name.to_string(), "arm" => arm)
+    .increment(1);
+    let shadowed = routed.decision.assignment.counterfactual.take();
+    routed.decision.assignment = mark(arm);
+    routed.decision.assignment.counterfactual = shadowed;
+    Ok(routed)
+}
+
+/// The route policy's probability of `model` in a decision receipt (0 if
+/// it is not one of the route's eligible arms).
+fn policy_probability(receipt: &Value, model: &str) -> f64 {
+    receipt
+        .get("arms")
+        .and_then(Value::as_array)
+        .and_then(|arms| {
+            arms.iter()
+                .find(|a| a.get("model").and_then(Value::as_str) == Some(model))
+        })
+        .and_then(|a| a.get("probability"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// Why model `m` cannot serve this request (disabled, circuit open,
+/// missing capability, context too small), if it cannot.
+fn unfit(
+    gw: &Gateway,
+    plan: &Plan,
+    m: usize,
+    options: &RouterOptions,
+    body: &Map<String, Value>,
+) -> Option<&'static str> {
+    let model = &gw.catalog.models[m];
+    let needs = Needs::of(body);
+    if plan.is_disabled(m) {
+        Some("disabled")
+    } else if options
+        .exclude_models
+        .iter()
+        .any(|x| x == model.name.as_str())
+    {
+        Some("excluded by the request")
+    } else if needs.capabilities.iter().any(|c| !model.supports(*c)) {
+        Some("lacks a capability")
+    } else if model
+        .context_window
+        .is_some_and(|w| needs.prompt_tokens_estimate > w)
+    {
+        Some("context window")
+    } else if !gw.breakers.is_available(m, Instant::now()) {
+        Some("circuit open")
+    } else {
+        None
+    }
+}
+
+/// A direct request for a model (`"model": "<model name>"`).
+pub fn check_direct(gw: &Gateway, model: usize) -> Result<(), ApiError> {
+    if gw.plan.load().is_disabled(model) {
+        return Err(ApiError::unavailable(
+            "model_disabled",
+            format!(
+                "The model `{}` is disabled by an operator.",
+                gw.catalog.models[model].name.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides on `route` with its own policy, or `candidate` in its place.
+fn decide_on(
+    gw: &Gateway,
+    plan: &Plan,
+    route: &RouteEntry,
+    body: &Map<String, Value>,
+    options: &RouterOptions,
+    candidate: Option<&PolicySnapshot>,
 ) -> Result<Routed, ApiError> {
     let name = route.name.as_str();
     let needs = Needs::of(body);
@@ -46,6 +193,15 @@ pub fn decide_for_route(
             .catalog
             .model(pin.as_str())
             .ok_or_else(|| ApiError::internal("a rule pins a model that is not configured"))?;
+        if plan.is_disabled(model.index) {
+            return Err(ApiError::unavailable(
+                "no_available_model",
+                format!(
+                    "Rule {i} pins `{}`, which an operator disabled.",
+                    pin.as_str()
+                ),
+            ));
+        }
         if !gw.breakers.is_available(model.index, now) {
             return Err(ApiError::unavailable(
                 "no_available_model",
@@ -60,12 +216,17 @@ pub fn decide_for_route(
                 features: None,
                 receipt: json!({"rule": i, "pin": pin.as_str()}),
                 summary: format!("chosen={};p=1;rule={i}", pin.as_str()),
+                assignment: Assignment::default(),
+                mirror: None,
             },
             eligible: vec![pin.as_str().to_owned()],
+            route: route.index,
         });
     }
 
+    let route_plan = plan.routes.get(route.index);
     let mut el = eligible(&gw.catalog, route, &gw.breakers, options, &needs, now);
+    exclude_stopped(&mut el, &gw.catalog, plan, route_plan);
     if let Some(slo) = route.latency_slo_ms {
         apply_latency_slo(&mut el, &gw.catalog, slo, &gw.latency);
     }
@@ -106,18 +267,64 @@ pub fn decide_for_route(
         learner,
         catalog: &gw.catalog,
         objective,
+        plan: route_plan,
+        candidate,
+        user: options.user.as_deref(),
     };
     let mut decision = spans::decision(name)
         .in_scope(|| decider.decide(body, &el.models, &el.excluded, &options))?;
     if let (Some((i, _)), Value::Object(receipt)) = (rule, &mut decision.receipt) {
         receipt.insert("rule".into(), json!(i));
     }
+    if let Some(m) = route_plan.and_then(|p| p.shadow.as_ref()) {
+        let user = options.user.as_deref().filter(|_| m.sticky);
+        if assign::in_candidate(&m.name, m.share, user, &mut rand::rng()) {
+            decision.mirror = Some((m.name.clone(), m.model));
+        }
+    }
     let eligible = el
         .models
         .iter()
         .map(|&i| gw.catalog.models[i].name.as_str().to_owned())
         .collect();
-    Ok(Routed { decision, eligible })
+    Ok(Routed {
+        decision,
+        eligible,
+        route: route.index,
+    })
+}
+
+/// Takes out models an operator disabled and retiring models whose window
+/// has run out (they never answer, not even as a fallback).
+fn exclude_stopped(
+    el: &mut super::eligible::Eligible,
+    catalog: &super::catalog::Catalog,
+    plan: &Plan,
+    route_plan: Option<&super::plan::RoutePlan>,
+) {
+    let now = chrono::Utc::now();
+    let retired = |m: usize| {
+        route_plan.is_some_and(|p| {
+            p.retiring
+                .iter()
+                .any(|r| r.model == m && r.weight(now) <= 0.0)
+        })
+    };
+    let (keep, out): (Vec<usize>, Vec<usize>) = el
+        .models
+        .iter()
+        .partition(|&&m| !plan.is_disabled(m) && !retired(m));
+    for m in out {
+        el.excluded.push(Exclusion {
+            model: catalog.models[m].name.as_str().to_owned(),
+            reason: if plan.is_disabled(m) {
+                "disabled by an operator".into()
+            } else {
+                "retired".into()
+            },
+        });
+    }
+    el.models = keep;
 }
 
 fn no_eligible_model(route: &str, excluded: &[Exclusion]) -> ApiError {

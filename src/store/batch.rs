@@ -44,7 +44,8 @@ where
          requested_model, model, provider, eligible_models, policy_version, propensity, \
          features, decision, stream, prompt_tokens, completion_tokens, \
          tokens_counted_locally, cost_usd, latency_ms, ttft_ms, status, status_code, \
-         error_kind, fallback_chain, attempts, cache_hit, tags) ",
+         error_kind, fallback_chain, attempts, cache_hit, tags, experiment, experiment_arm, \
+         shadow, shadow_of, counterfactual) ",
     );
     qb.push_values(rows.iter().copied(), |mut row, r| {
         row.push_bind(r.id.clone())
@@ -75,7 +76,12 @@ where
             .push_bind(Json(serde_json::json!(r.fallback_chain)))
             .push_bind(r.attempts)
             .push_bind(r.cache_hit)
-            .push_bind(r.tags.clone().map(Json));
+            .push_bind(r.tags.clone().map(Json))
+            .push_bind(r.assignment.experiment.clone())
+            .push_bind(r.assignment.experiment_arm.clone())
+            .push_bind(r.assignment.shadow)
+            .push_bind(r.assignment.shadow_of.clone())
+            .push_bind(r.assignment.counterfactual.clone().map(Json));
     });
     qb.push(" ON CONFLICT (id) DO NOTHING");
     qb

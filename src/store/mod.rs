@@ -3,7 +3,9 @@
 //! gateway; callers hand it plain records.
 
 mod batch;
+pub mod control;
 pub mod dashboard;
+pub mod experiments;
 pub mod keys;
 pub mod outbox;
 pub mod policies;
@@ -19,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use queries::StoredDecision;
-pub use records::{AttemptRecord, Event, FeedbackRecord, RequestRecord};
+pub use records::{Assignment, AttemptRecord, Event, FeedbackRecord, RequestRecord};
 
 /// The embedded database used when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://switchboard.db";

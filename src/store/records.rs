@@ -47,6 +47,28 @@ pub struct RequestRecord {
     pub attempts: i32,
     pub cache_hit: bool,
     pub tags: Option<serde_json::Value>,
+    /// Experiment assignment (absent in spill files written before it).
+    #[serde(default, flatten)]
+    pub assignment: Assignment,
+}
+
+/// Which experiment a request took part in, and how.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// `control`, `candidate`, `shadow` or `forced` (onboarding exploration).
+    #[serde(default)]
+    pub experiment_arm: Option<String>,
+    /// A mirrored call no client saw.
+    #[serde(default)]
+    pub shadow: bool,
+    /// For a shadow row, the request it mirrored.
+    #[serde(default)]
+    pub shadow_of: Option<String>,
+    /// A shadow policy's view of this decision.
+    #[serde(default)]
+    pub counterfactual: Option<serde_json::Value>,
 }
 
 impl RequestRecord {

@@ -38,6 +38,12 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
     /// The configuration generation serving (1 at start, +1 per reload).
     pub const CONFIG_GENERATION: &str = "switchboard_config_generation";
+    /// Mirrored (shadow) calls by `model` and `status` (ok, error).
+    pub const SHADOW_REQUESTS: &str = "switchboard_shadow_requests_total";
+    /// Mirrors skipped because too many were in flight.
+    pub const SHADOW_SKIPPED: &str = "switchboard_shadow_skipped_total";
+    /// Experiment assignments by `experiment` and `arm`.
+    pub const EXPERIMENT_ASSIGNMENTS: &str = "switchboard_experiment_assignments_total";
 }
 
 /// Histogram buckets, so the exporter renders histograms (not summaries)

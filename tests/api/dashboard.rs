@@ -55,6 +55,7 @@ fn request(
         attempts: 1,
         cache_hit: false,
         tags: None,
+        assignment: Default::default(),
     }))
 }
 

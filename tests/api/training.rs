@@ -83,6 +83,7 @@ async fn log_world(store: &Store, d: usize, n: usize, seed: u64) {
             attempts: 1,
             cache_hit: false,
             tags: None,
+            assignment: Default::default(),
         })));
         let q = (truth(arm, u) + rng.random_range(-0.1..0.1)).clamp(0.0, 1.0);
         events.push(Event::Feedback(FeedbackRecord {
