@@ -142,7 +142,10 @@ mod tests {
             counts[c.arm] += 1.0;
             props[c.arm] = c.propensity;
         }
-        (counts.iter().map(|c| c / n as f64).collect(), props.to_vec())
+        (
+            counts.iter().map(|c| c / n as f64).collect(),
+            props.to_vec(),
+        )
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! for the current gateway; one that adds or removes an arm builds a new
 //! gateway generation, exactly like a reload. Replicas follow through
 //! `LISTEN switchboard_control` (Postgres) and polling; the same task ends
-//! retirements whose window has run out.
+//! retirements whose window has run out and runs the automatic promotion
+//! and rollback of policy candidates (`rollout.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,11 +196,17 @@ pub async fn run(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     // Retirements run on their own clock: a busy channel must not starve
     // them. The check is in memory; the store is written only when one ends.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut evaluate = tokio::time::interval(super::rollout::EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let refresh = tokio::select! {
             _ = shutdown.changed() => return,
+            _ = evaluate.tick() => {
+                super::rollout::evaluate(&live).await;
+                false
+            }
             _ = poll.tick() => true,
             _ = tick.tick() => match live.finish_retirements().await {
                 Ok(any) => any,

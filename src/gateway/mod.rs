@@ -27,6 +27,7 @@ mod prompt;
 pub mod recent;
 pub mod report;
 mod reshape;
+mod rollout;
 pub mod route;
 pub mod rules;
 mod shadow;

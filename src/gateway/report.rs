@@ -182,6 +182,9 @@ pub async fn report(gw: &Gateway, e: &Experiment) -> Result<Value, StoreError> {
     if let (Some(c), Some(k)) = (candidate, mean("control")) {
         doc["difference"] = json!(difference(c, k));
     }
+    if let Some(v) = super::rollout::verdict(gw, e).await {
+        doc["auto_promote_verdict"] = json!(v);
+    }
     if e.kind == ExperimentKind::ShadowPolicy {
         let (value, agreement) = shadow_policy_value(gw, e, CONFIDENCE).await?;
         doc["off_policy"] = json!({"estimator": "ips", "value": value, "agreement": agreement});

@@ -29,6 +29,7 @@ mod python_sdk;
 mod reload;
 mod replay_bar;
 mod resilience;
+mod rollout;
 mod rules;
 mod soak;
 mod sqlite;
