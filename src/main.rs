@@ -42,6 +42,10 @@ enum Command {
         /// How many seeds (passes) to run, from `--seed` on.
         #[arg(long, default_value_t = 5)]
         seeds: u64,
+        /// Start every pass from this stored policy version (e.g. a warm
+        /// start) instead of a cold policy; read from DATABASE_URL.
+        #[arg(long)]
+        start_from: Option<String>,
     },
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
@@ -110,7 +114,12 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             data,
             seed,
             seeds,
-        } => switchboard::cli::replay::run(&config, &route, &data, seed, seeds, &env),
+            start_from,
+        } => {
+            let seeds = seed..seed.saturating_add(seeds);
+            switchboard::cli::replay::run(&config, &route, &data, seeds, start_from.as_deref(), &env)
+                .await
+        }
         Command::Migrate => {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;

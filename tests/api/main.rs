@@ -30,3 +30,4 @@ mod rules;
 mod soak;
 mod sqlite;
 mod training;
+mod warm_start;
