@@ -13,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod gateway;
 pub mod providers;
+pub mod retrain;
 pub mod serve;
 pub mod sim;
 pub mod startup;

@@ -25,6 +25,10 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run the batch retraining job every PERIOD (e.g. 15m) beside the
+        /// router; one replica at a time trains (a database lock).
+        #[arg(long, env = "SWITCHBOARD_RETRAIN_EVERY", value_parser = switchboard::cli::age::parse_period)]
+        retrain_every: Option<std::time::Duration>,
     },
     /// Zero setup: simulated providers, the router on embedded SQLite, traffic and a live summary.
     Demo(switchboard::sim::demo::DemoOptions),
@@ -99,10 +103,26 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, env: Env) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let config = config::load(config.as_deref(), &env)?;
+        Command::Serve {
+            config: path,
+            retrain_every,
+        } => {
+            let config = config::load(path.as_deref(), &env)?;
             let running = startup::start(config, &env).await?;
+            let (stop_retrain, stopping) = tokio::sync::watch::channel(false);
+            let retrain = retrain_every.map(|every| {
+                let schedule = switchboard::retrain::Schedule {
+                    every,
+                    program: switchboard::retrain::trainer_program(),
+                    config: path.clone(),
+                    database_url: startup::database_url(&env),
+                };
+                AbortOnDrop(tokio::spawn(switchboard::retrain::run(schedule, stopping)))
+            });
             startup::shutdown_signal().await;
+            // A run in progress is killed (the trainer stores nothing half-way).
+            let _ = stop_retrain.send(true);
+            drop(retrain);
             tracing::info!("Shutting down: finishing in-flight requests and flushing events.");
             running.shutdown().await;
             Ok(())
@@ -131,12 +151,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train { args } => {
-            let exe = std::env::current_exe()?.with_file_name("switchboard-train");
-            let exe = if exe.exists() {
-                exe
-            } else {
-                PathBuf::from("switchboard-train")
-            };
+            let exe = switchboard::retrain::trainer_program();
             let status = std::process::Command::new(&exe)
                 .arg("train")
                 .args(args)
@@ -164,5 +179,14 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

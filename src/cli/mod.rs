@@ -2,6 +2,7 @@
 //! library: offline replay, policy versions and client keys. `main.rs` parses
 //! the command line and dispatches here.
 
+pub mod age;
 pub mod keys;
 pub mod policy;
 pub mod replay;

@@ -5,6 +5,7 @@
 mod batch;
 pub mod dashboard;
 pub mod keys;
+pub mod lock;
 pub mod outbox;
 pub mod policies;
 mod queries;

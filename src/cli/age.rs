@@ -1,0 +1,44 @@
+//! Ages and periods on the command line: `90s`, `15m`, `12h`, `30d`.
+
+use std::time::Duration;
+
+/// Parses `<digits><unit>` with unit `s`, `m`, `h` or `d`.
+pub fn parse_age(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3_600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// For clap: a non-zero age, with the accepted forms in the error.
+pub fn parse_period(s: &str) -> Result<Duration, String> {
+    match parse_age(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a period like 90s, 15m, 12h or 1d (a number and one of s, m, h, d)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ages_parse_and_junk_is_refused() {
+        assert_eq!(parse_age("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_age("30d"), Some(Duration::from_secs(2_592_000)));
+        assert_eq!(parse_age("15"), None);
+        assert_eq!(parse_age("m"), None);
+        assert_eq!(parse_age("1w"), None);
+        assert!(parse_period("0s").is_err());
+        assert!(parse_period("abc").unwrap_err().contains("15m"));
+    }
+}
