@@ -63,6 +63,9 @@ enum Command {
     /// Policy versions: list, show, activate, rollback.
     #[command(subcommand)]
     Policy(switchboard::cli::policy::PolicyCommand),
+    /// The history (configuration, decisions with their outcomes, feedback,
+    /// policy versions) as JSONL files, or `--import DIR` into a fresh database.
+    Export(switchboard::cli::export::ExportArgs),
     /// Client keys: create, list, revoke.
     Keys {
         #[command(subcommand)]
@@ -166,6 +169,10 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             let out = switchboard::cli::policy::run(&store, cmd).await;
             store.close().await;
             println!("{}", out?);
+            Ok(())
+        }
+        Command::Export(a) => {
+            println!("{}", switchboard::cli::export::run(&a, &env).await?);
             Ok(())
         }
         Command::Keys { command } => switchboard::cli::keys::run(command, &env).await,

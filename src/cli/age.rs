@@ -1,6 +1,9 @@
-//! Ages and periods on the command line: `90s`, `15m`, `12h`, `30d`.
+//! Ages, periods and points in time on the command line: `90s`, `15m`,
+//! `12h`, `30d`, or RFC 3339.
 
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 /// Parses `<digits><unit>` with unit `s`, `m`, `h` or `d`.
 pub fn parse_age(s: &str) -> Option<Duration> {
@@ -26,6 +29,19 @@ pub fn parse_period(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A point in time: RFC 3339, or an age before `now` like `30d`.
+pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Some(age) = parse_age(s) {
+        return chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|a| now.checked_sub_signed(a))
+            .ok_or_else(|| format!("{s:?} reaches too far back"));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?} is neither RFC 3339 (2026-01-31T00:00:00Z) nor an age like 30d"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -40,5 +56,9 @@ mod tests {
         assert_eq!(parse_age("1w"), None);
         assert!(parse_period("0s").is_err());
         assert!(parse_period("abc").unwrap_err().contains("15m"));
+        let now = Utc::now();
+        assert_eq!(parse_since("1h", now).unwrap(), now - chrono::Duration::hours(1));
+        assert!(parse_since("2026-01-31T00:00:00Z", now).is_ok());
+        assert!(parse_since("yesterday", now).is_err());
     }
 }

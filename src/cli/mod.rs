@@ -1,8 +1,9 @@
 //! The subcommands behind `switchboard` that are more than a call into the
-//! library: offline replay, policy versions and client keys. `main.rs` parses
+//! library: offline replay, policy versions, client keys, export/import. `main.rs` parses
 //! the command line and dispatches here.
 
 pub mod age;
+pub mod export;
 pub mod keys;
 pub mod policy;
 pub mod replay;

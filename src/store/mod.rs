@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod dashboard;
+pub mod export;
 pub mod keys;
 pub mod lock;
 pub mod outbox;

@@ -12,6 +12,7 @@ mod cli;
 mod compose;
 mod dashboard;
 mod errors;
+mod export;
 mod faults;
 mod feedback;
 mod grafana;

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use switchboard::cli::age::parse_age;
+use chrono::Utc;
+use switchboard::cli::age::{parse_age, parse_since};
 use switchboard::config::{self, Config, Env};
 use switchboard::retrain::SKIPPED_PREFIX;
 use switchboard::startup::database_url;
@@ -39,15 +39,6 @@ pub struct TrainArgs {
     pub holdout: u64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-}
-
-fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    if let Some(age) = parse_age(s) {
-        return Ok(now - chrono::Duration::from_std(age).context("--since is too far back")?);
-    }
-    Ok(DateTime::parse_from_rfc3339(s)
-        .with_context(|| format!("--since {s:?}: not RFC 3339 nor an age like 30d"))?
-        .with_timezone(&Utc))
 }
 
 /// Runs the command: loads the configuration, connects, takes the trainer
@@ -83,7 +74,8 @@ async fn train_routes(store: &Store, config: &Config, a: &TrainArgs) -> anyhow::
     };
     let now = Utc::now();
     let opts = TrainOptions {
-        since: parse_since(&a.since, now)?,
+        since: parse_since(&a.since, now)
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?,
         until: now,
         attribution_s: parse_age(&a.attribution_window)
             .context("--attribution-window: an age like 7d")?
