@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod policies;
 mod queries;
 pub mod records;
+pub mod retention;
 pub mod training;
 
 use std::str::FromStr;

@@ -27,6 +27,7 @@ mod outage;
 mod python_sdk;
 mod replay_bar;
 mod resilience;
+mod retention;
 mod rules;
 mod soak;
 mod sqlite;

@@ -2,6 +2,7 @@
 //! arguments, the trainer lock, and one run over the chosen routes (batch
 //! retraining from the log, or a warm start from a labelled file).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -83,6 +84,7 @@ async fn train_routes(store: &Store, config: &Config, a: &TrainArgs) -> anyhow::
         margin: a.margin,
         holdout: a.holdout,
         seed: a.seed,
+        progress: std::io::stdout().is_terminal(),
     };
     let mut out = String::new();
     for route in routes {

@@ -13,6 +13,7 @@ pub mod command;
 pub mod fit;
 pub mod job;
 pub mod ope;
+pub mod progress;
 pub mod ridge;
 pub mod synthetic;
 pub mod warm;
