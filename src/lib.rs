@@ -14,6 +14,7 @@ pub mod experiments;
 pub mod features;
 pub mod gateway;
 pub mod providers;
+pub mod retrain;
 pub mod serve;
 pub mod sim;
 pub mod startup;

@@ -25,6 +25,10 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run the batch retraining job every PERIOD (e.g. 15m) beside the
+        /// router; one replica at a time trains (a database lock).
+        #[arg(long, env = "SWITCHBOARD_RETRAIN_EVERY", value_parser = switchboard::cli::age::parse_period)]
+        retrain_every: Option<std::time::Duration>,
     },
     /// Zero setup: simulated providers, the router on embedded SQLite, traffic and a live summary.
     Demo(switchboard::sim::demo::DemoOptions),
@@ -42,6 +46,10 @@ enum Command {
         /// How many seeds (passes) to run, from `--seed` on.
         #[arg(long, default_value_t = 5)]
         seeds: u64,
+        /// Start every pass from this stored policy version (e.g. a warm
+        /// start) instead of a cold policy; read from DATABASE_URL.
+        #[arg(long)]
+        start_from: Option<String>,
     },
     /// Apply database migrations to DATABASE_URL (or the embedded SQLite file).
     Migrate,
@@ -62,6 +70,9 @@ enum Command {
         #[command(flatten)]
         target: switchboard::cli::experiment::Target,
     },
+    /// The history (configuration, decisions with their outcomes, feedback,
+    /// policy versions) as JSONL files, or `--import DIR` into a fresh database.
+    Export(switchboard::cli::export::ExportArgs),
     /// Client keys: create, list, revoke.
     Keys {
         #[command(subcommand)]
@@ -102,10 +113,26 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, env: Env) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let config = config::load(config.as_deref(), &env)?;
+        Command::Serve {
+            config: path,
+            retrain_every,
+        } => {
+            let config = config::load(path.as_deref(), &env)?;
             let running = startup::start(config, &env).await?;
+            let (stop_retrain, stopping) = tokio::sync::watch::channel(false);
+            let retrain = retrain_every.map(|every| {
+                let schedule = switchboard::retrain::Schedule {
+                    every,
+                    program: switchboard::retrain::trainer_program(),
+                    config: path.clone(),
+                    database_url: startup::database_url(&env),
+                };
+                AbortOnDrop(tokio::spawn(switchboard::retrain::run(schedule, stopping)))
+            });
             startup::shutdown_signal().await;
+            // A run in progress is killed (the trainer stores nothing half-way).
+            let _ = stop_retrain.send(true);
+            drop(retrain);
             tracing::info!("Shutting down: finishing in-flight requests and flushing events.");
             running.shutdown().await;
             Ok(())
@@ -117,7 +144,12 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             data,
             seed,
             seeds,
-        } => switchboard::cli::replay::run(&config, &route, &data, seed, seeds, &env),
+            start_from,
+        } => {
+            let seeds = seed..seed.saturating_add(seeds);
+            switchboard::cli::replay::run(&config, &route, &data, seeds, start_from.as_deref(), &env)
+                .await
+        }
         Command::Migrate => {
             let url = startup::database_url(&env);
             let store = switchboard::store::Store::connect_lazy(&url)?;
@@ -129,12 +161,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train { args } => {
-            let exe = std::env::current_exe()?.with_file_name("switchboard-train");
-            let exe = if exe.exists() {
-                exe
-            } else {
-                PathBuf::from("switchboard-train")
-            };
+            let exe = switchboard::retrain::trainer_program();
             let status = std::process::Command::new(&exe)
                 .arg("train")
                 .args(args)
@@ -149,6 +176,10 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             let out = switchboard::cli::policy::run(&store, cmd).await;
             store.close().await;
             println!("{}", out?);
+            Ok(())
+        }
+        Command::Export(a) => {
+            println!("{}", switchboard::cli::export::run(&a, &env).await?);
             Ok(())
         }
         Command::Keys { command } => switchboard::cli::keys::run(command, &env).await,
@@ -167,5 +198,14 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

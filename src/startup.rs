@@ -68,6 +68,12 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);
     let writer = tokio::spawn(writer.run(drain_rx.clone()));
+    // Partitions ahead and retention, hourly; never on the request path.
+    tokio::spawn(crate::store::retention::run(
+        store.clone(),
+        config.store.clone(),
+        drain_rx.clone(),
+    ));
 
     let rows = crate::gateway::control::load_rows(&store, &config)
         .await

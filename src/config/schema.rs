@@ -264,6 +264,12 @@ pub struct StoreConfig {
     pub flush_interval_ms: u64,
     /// Append-only file that holds events while the database is unreachable.
     pub spill_path: String,
+    /// Requests and feedback older than this many days are deleted (whole
+    /// monthly partitions dropped on Postgres); unset keeps everything.
+    pub retention_days: Option<u32>,
+    /// Hourly rollups (the dashboards' history) older than this many days are
+    /// deleted; unset keeps them (they are small).
+    pub rollup_retention_days: Option<u32>,
 }
 
 impl Default for StoreConfig {
@@ -273,6 +279,8 @@ impl Default for StoreConfig {
             batch_size: 1_000,
             flush_interval_ms: 200,
             spill_path: "switchboard-spill.jsonl".into(),
+            retention_days: None,
+            rollup_retention_days: None,
         }
     }
 }

@@ -34,6 +34,12 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
             "batch_size and outbox_capacity must be positive".into(),
         );
     }
+    if c.store.retention_days == Some(0) || c.store.rollup_retention_days == Some(0) {
+        return bad(
+            "store".into(),
+            "retention_days and rollup_retention_days must be at least 1 (leave them out to keep everything)".into(),
+        );
+    }
 
     let mut providers = HashSet::new();
     for (i, p) in c.providers.iter().enumerate() {

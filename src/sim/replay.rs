@@ -115,6 +115,9 @@ pub fn load_dataset(path: impl AsRef<Path>) -> Result<Dataset, ReplayError> {
     Ok(Dataset { records })
 }
 
+/// The opening stretch of a pass over which `early_reward` is measured.
+pub const EARLY_PROMPTS: usize = 200;
+
 /// (mean reward, mean cost) of one way of routing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
@@ -131,6 +134,10 @@ pub struct SeedResult {
     /// Traffic share per arm, in `ReplayReport::arms` order.
     pub shares: Vec<f64>,
     pub greedy_share: f64,
+    /// Mean reward and cost over the first `EARLY_PROMPTS` of the pass:
+    /// how well the policy starts (cold versus warm).
+    pub early_reward: f64,
+    pub early_cost: f64,
     /// Mean cost over the second half of the pass (pacing steady state).
     pub late_cost: f64,
     pub final_lambda: f64,
@@ -147,6 +154,12 @@ pub struct ReplayReport {
     pub seeds: Vec<SeedResult>,
     pub reward: Spread,
     pub cost: Spread,
+    pub early_reward: Spread,
+    pub early_cost: Spread,
+    /// Per seed, the opening's reward minus the single-model hull at the
+    /// opening's cost (reward at equal cost; seeds cheaper than every
+    /// single model are left out).
+    pub early_minus_hull: Spread,
     pub shares: Vec<f64>,
     pub single_models: Vec<Point>,
     pub uniform_random: Point,
@@ -177,6 +190,7 @@ pub fn replay(
     )
 }
 
+/// Replays from a cold start (every arm at its prior).
 pub fn replay_with_features(
     dataset: &Dataset,
     arms: &[ReplayArm],
@@ -186,6 +200,46 @@ pub fn replay_with_features(
     budget: BudgetConfig,
     seeds: Range<u64>,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_route(
+        dataset,
+        &ReplayRoute {
+            arms,
+            features,
+            config: policy_config,
+            objective,
+            budget,
+            start: None,
+        },
+        seeds,
+    )
+}
+
+/// A route as the replay runs it.
+#[derive(Debug, Clone)]
+pub struct ReplayRoute<'a> {
+    pub arms: &'a [ReplayArm],
+    pub features: &'a FeatureSpec,
+    pub config: &'a PolicyConfig,
+    pub objective: Objective,
+    pub budget: BudgetConfig,
+    /// Learned state every seed starts from (e.g. a warm-start version),
+    /// prepared against the route; `None` starts cold.
+    pub start: Option<&'a PolicySnapshot>,
+}
+
+pub fn replay_route(
+    dataset: &Dataset,
+    route: &ReplayRoute<'_>,
+    seeds: Range<u64>,
+) -> Result<ReplayReport, ReplayError> {
+    let ReplayRoute {
+        arms,
+        features,
+        config: policy_config,
+        objective,
+        budget,
+        start,
+    } = route.clone();
     if dataset.records.is_empty() {
         return Err(ReplayError::Empty);
     }
@@ -224,9 +278,20 @@ pub fn replay_with_features(
         budget,
         arms: names.iter().cloned().map(ArmSpec::new).collect(),
     };
+    let start = match start {
+        Some(s) => s.clone().prepare(&spec)?,
+        None => PolicySnapshot::new(&spec)?,
+    };
     let mut results = Vec::new();
     for seed in seeds {
-        results.push(run_seed(seed, &spec, &names, &xs, &outcomes, objective)?);
+        let run = Run {
+            start: &start,
+            names: &names,
+            xs: &xs,
+            outcomes: &outcomes,
+            objective,
+        };
+        results.push(run_seed(seed, &run)?);
     }
     let k = arms.len();
     let n = outcomes.len() as f64;
@@ -260,10 +325,18 @@ pub fn replay_with_features(
     };
     let reward = Spread::of(&results.iter().map(|r| r.reward).collect::<Vec<_>>());
     let cost = Spread::of(&results.iter().map(|r| r.cost).collect::<Vec<_>>());
+    let early_reward = Spread::of(&results.iter().map(|r| r.early_reward).collect::<Vec<_>>());
+    let early_cost = Spread::of(&results.iter().map(|r| r.early_cost).collect::<Vec<_>>());
     let shares = (0..k)
         .map(|j| results.iter().map(|r| r.shares[j]).sum::<f64>() / results.len().max(1) as f64)
         .collect();
     let hull_at_cost = hull(&single_models, cost.mean);
+    let early_minus_hull = Spread::of(
+        &results
+            .iter()
+            .filter_map(|r| hull(&single_models, r.early_cost).map(|h| r.early_reward - h))
+            .collect::<Vec<_>>(),
+    );
     Ok(ReplayReport {
         algorithm: policy_config.algorithm,
         prompts: outcomes.len(),
@@ -273,6 +346,9 @@ pub fn replay_with_features(
         seeds: results,
         reward,
         cost,
+        early_reward,
+        early_cost,
+        early_minus_hull,
         shares,
         single_models,
         uniform_random,
@@ -281,23 +357,34 @@ pub fn replay_with_features(
     })
 }
 
-fn run_seed(
-    seed: u64,
-    spec: &RouteSpec,
-    names: &[ModelName],
-    xs: &[Features],
-    outcomes: &[Vec<(f64, f64)>],
+/// What every seed's pass shares.
+struct Run<'a> {
+    start: &'a PolicySnapshot,
+    names: &'a [ModelName],
+    xs: &'a [Features],
+    outcomes: &'a [Vec<(f64, f64)>],
     objective: Objective,
-) -> Result<SeedResult, ReplayError> {
+}
+
+fn run_seed(seed: u64, run: &Run<'_>) -> Result<SeedResult, ReplayError> {
+    let Run {
+        start,
+        names,
+        xs,
+        outcomes,
+        objective,
+    } = *run;
     let mut order: Vec<usize> = (0..xs.len()).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed));
     // Decisions draw from their own stream so the order is seed-only.
     let mut rng = StdRng::seed_from_u64(seed ^ 0x005e_ed0f_5107_c4a1);
-    let mut writer = PolicyWriter::new(PolicySnapshot::new(spec)?);
+    let mut writer = PolicyWriter::new(start.clone());
     let handle = writer.handle();
     let eligible: Vec<usize> = (0..names.len()).collect();
     let mut counts = vec![0usize; names.len()];
     let (mut reward, mut cost, mut late_cost, mut greedy) = (0.0, 0.0, 0.0, 0usize);
+    let (mut early_reward, mut early_cost) = (0.0, 0.0);
+    let early = order.len().min(EARLY_PROMPTS);
     let mut alarms = (0usize, 0usize);
     let half = order.len() / 2;
     for (t, &r) in order.iter().enumerate() {
@@ -311,6 +398,10 @@ fn run_seed(
         greedy += usize::from(d.greedy);
         reward += rw;
         cost += c;
+        if t < early {
+            early_reward += rw;
+            early_cost += c;
+        }
         if t >= half {
             late_cost += c;
         }
@@ -350,6 +441,8 @@ fn run_seed(
         cost: cost / n,
         shares: counts.iter().map(|&c| c as f64 / n).collect(),
         greedy_share: greedy as f64 / n,
+        early_reward: early_reward / early.max(1) as f64,
+        early_cost: early_cost / early.max(1) as f64,
         late_cost: late_cost / (order.len() - half).max(1) as f64,
         final_lambda: writer.state().pacing().lambda(),
         drift_alarms: alarms,

@@ -24,7 +24,9 @@ pub(super) fn split(events: &[Event]) -> (Vec<&RequestRecord>, Vec<&FeedbackReco
     (requests, feedback)
 }
 
-/// `INSERT INTO requests ... VALUES (...), (...) ON CONFLICT (id) DO NOTHING`.
+/// `INSERT INTO requests ... VALUES (...), (...) ON CONFLICT DO NOTHING`: the
+/// key is (id, created_at) on partitioned Postgres, id on SQLite; a replayed
+/// record repeats both, so no conflict target is named.
 pub(super) fn insert_requests<'a, DB>(rows: &[&RequestRecord]) -> QueryBuilder<'a, DB>
 where
     DB: Database,
@@ -83,7 +85,7 @@ where
             .push_bind(r.assignment.shadow_of.clone())
             .push_bind(r.assignment.counterfactual.clone().map(Json));
     });
-    qb.push(" ON CONFLICT (id) DO NOTHING");
+    qb.push(" ON CONFLICT DO NOTHING");
     qb
 }
 

@@ -6,11 +6,14 @@ mod batch;
 pub mod control;
 pub mod dashboard;
 pub mod experiments;
+pub mod export;
 pub mod keys;
+pub mod lock;
 pub mod outbox;
 pub mod policies;
 mod queries;
 pub mod records;
+pub mod retention;
 pub mod training;
 
 use std::str::FromStr;

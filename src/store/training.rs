@@ -87,7 +87,34 @@ macro_rules! logged {
     }};
 }
 
+const COUNT_SQL: &str = "SELECT COUNT(*) FROM requests r WHERE r.route = $1 \
+    AND r.created_at >= $2 AND r.created_at < $3 \
+    AND r.features IS NOT NULL AND r.propensity IS NOT NULL";
+
 impl Store {
+    /// How many rows `logged_rows` will stream (for a progress bar).
+    pub async fn count_logged_rows(&self, w: &LogWindow) -> Result<u64, StoreError> {
+        let n: i64 = match self {
+            Store::Postgres(p) => {
+                sqlx::query_scalar(COUNT_SQL)
+                    .bind(&w.route)
+                    .bind(w.since)
+                    .bind(w.until)
+                    .fetch_one(p)
+                    .await?
+            }
+            Store::Sqlite(p) => {
+                sqlx::query_scalar(COUNT_SQL)
+                    .bind(&w.route)
+                    .bind(w.since)
+                    .bind(w.until)
+                    .fetch_one(p)
+                    .await?
+            }
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Streams the window's logged decisions in time order. Rows are
     /// decoded one at a time; memory does not grow with the window.
     pub fn logged_rows<'a>(

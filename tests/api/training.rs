@@ -111,6 +111,7 @@ fn options() -> TrainOptions {
         margin: 0.0,
         holdout: 5,
         seed: 1,
+        progress: false,
     }
 }
 
@@ -208,6 +209,40 @@ async fn training_recovers_the_world_activates_better_refuses_unproven_and_rolls
         1,
         "{statuses:?}"
     );
+}
+
+/// The job reads the embedded SQLite store the same way (same columns,
+/// its own window arithmetic): the same world is learned and activated.
+#[tokio::test]
+async fn training_on_sqlite_learns_the_same_world() {
+    let env = Env::new();
+    let config = load_str(
+        &config_text("http://127.0.0.1:9", "http://127.0.0.1:9"),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect_lazy(&format!("sqlite://{}/train.db", dir.path().display())).unwrap();
+    store.migrate().await.unwrap();
+    let setup = RouteSetup::new(&config, "learned").unwrap();
+    let d = setup.spec.dimension;
+    log_world(&store, d, 3000, 7).await;
+    let r = train_route(&store, &setup, &options()).await.unwrap();
+    println!("{}", switchboard_training::job::summary(&r));
+    assert_eq!(r.status, "active", "{:?}", r.guard);
+    assert_eq!(r.rows_read, 3000);
+    assert!(r.candidate.dr.value > 0.6, "{:?}", r.candidate.dr);
+    let row = store.active_policy("learned").await.unwrap().unwrap();
+    let cand = PolicySnapshot::from_json(&row.parameters)
+        .unwrap()
+        .prepare(&setup.spec)
+        .unwrap();
+    for arm in ["small", "large"] {
+        let i = cand.arm_index(arm).unwrap();
+        let (q, _, _) = cand.predict(i, &features(d, 0.9)).unwrap();
+        assert!((q - truth(arm, 0.9)).abs() < 0.05, "{arm}: {q}");
+    }
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use switchboard::store::Store;
 
 use crate::fit::{bucket, ArmFitReport, Fitter, FOLDS};
 use crate::ope::{self, OpeAccumulator, OpeEstimates};
+use crate::progress::Progress;
 
 /// Knobs of one run.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct TrainOptions {
     /// One row in `holdout` (by request-id hash) is kept for evaluation.
     pub holdout: u64,
     pub seed: u64,
+    /// Draw progress bars on stderr (the command sets it on a terminal).
+    pub progress: bool,
 }
 
 /// The route as serving builds it.
@@ -154,12 +157,21 @@ pub async fn train_route(
     let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
     let (active, active_key) = serving_policy(store, setup).await?;
 
+    // Counting costs an index scan: only worth it for a bar someone watches.
+    let total = if opts.progress {
+        Some(store.count_logged_rows(&window).await?)
+    } else {
+        None
+    };
+
     // Pass 1: fit on the rows outside the holdout.
+    let mut bar = Progress::new(opts.progress, total, &format!("{}: fitting", setup.name));
     let mut fitter = Fitter::new(&setup.spec);
     let (mut read, mut skipped, mut trained) = (0u64, 0u64, 0u64);
     let mut rows = store.logged_rows(&window);
     while let Some(row) = rows.next().await {
         let row = row.context("reading the logged requests")?;
+        bar.tick();
         read += 1;
         let Some(arm) = setup
             .spec
@@ -181,6 +193,7 @@ pub async fn train_route(
         trained += 1;
     }
     drop(rows);
+    bar.finish();
     let version = format!("v{}", store.next_policy_number().await?);
     let (fits, arms) = fitter.finish();
     let candidate = PolicySnapshot::from_fitted(&setup.spec, &version, fits)
@@ -192,9 +205,11 @@ pub async fn train_route(
     let mut rng = ope::rng(opts.seed);
     let (mut cand_acc, mut act_acc) = (OpeAccumulator::new(), OpeAccumulator::new());
     let (mut logged_sum, mut logged_n) = (0.0, 0.0);
+    let mut bar = Progress::new(opts.progress, total, &format!("{}: evaluating", setup.name));
     let mut rows = store.logged_rows(&window);
     while let Some(row) = rows.next().await {
         let row = row.context("reading the logged requests")?;
+        bar.tick();
         if opts.holdout > 1 && !held_out(&row.id) || row.features.len() != d {
             continue;
         }
@@ -227,6 +242,7 @@ pub async fn train_route(
         logged_n += 1.0;
     }
     drop(rows);
+    bar.finish();
     let (cand, act) = (cand_acc.finish(), act_acc.finish());
     let passed = cand.rows > 0 && cand.dr.lo > act.dr.value + opts.margin;
     let reason = if cand.rows == 0 {

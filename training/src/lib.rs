@@ -6,12 +6,16 @@
 //! Modules: `ridge` (sufficient statistics, cross-validated ridge), `fit`
 //! (per-arm models from the log), `ope` (IPS / SNIPS / DR with bootstrap
 //! intervals), `job` (the `switchboard train` run: fit, evaluate, guard,
-//! publish), `warm` (priors from a full-information labelled file).
+//! publish), `warm` (priors from a full-information labelled file),
+//! `command` (the `switchboard train` command: arguments, trainer lock).
 
+pub mod command;
 pub mod fit;
 pub mod job;
 pub mod ope;
+pub mod progress;
 pub mod ridge;
+pub mod synthetic;
 pub mod warm;
 
 /// The schema version of the snapshots this crate reads and writes.

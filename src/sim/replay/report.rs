@@ -74,8 +74,8 @@ impl fmt::Display for ReplayReport {
         )?;
         write!(
             f,
-            "{:>6} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7}",
-            "seed", "reward", "cost $", "late $", "greedy", "lambda", "alarms"
+            "{:>6} {:>8} {:>11} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7}",
+            "seed", "reward", "cost $", "early r", "early $", "late $", "greedy", "lambda", "alarms"
         )?;
         for a in &self.arms {
             write!(f, " {:>22}", short(a))?;
@@ -84,10 +84,12 @@ impl fmt::Display for ReplayReport {
         for s in &self.seeds {
             write!(
                 f,
-                "{:>6} {:>8.4} {:>11.7} {:>10.7} {:>7.3} {:>7.4} {:>7}",
+                "{:>6} {:>8.4} {:>11.7} {:>8.4} {:>11.7} {:>10.7} {:>7.3} {:>7.4} {:>7}",
                 s.seed,
                 s.reward,
                 s.cost,
+                s.early_reward,
+                s.early_cost,
                 s.late_cost,
                 s.greedy_share,
                 s.final_lambda,
@@ -100,8 +102,12 @@ impl fmt::Display for ReplayReport {
         }
         write!(
             f,
-            "{:>6} {:>8.4} {:>11.7}",
-            "mean", self.reward.mean, self.cost.mean
+            "{:>6} {:>8.4} {:>11.7} {:>8.4} {:>11.7}",
+            "mean",
+            self.reward.mean,
+            self.cost.mean,
+            self.early_reward.mean,
+            self.early_cost.mean
         )?;
         writeln!(
             f,
@@ -122,6 +128,14 @@ impl fmt::Display for ReplayReport {
                 p.cost
             )?;
         }
+        writeln!(
+            f,
+            "  first {} prompts: reward {:.4} at ${:.7}, {:+.4} against the hull at that cost",
+            super::EARLY_PROMPTS.min(self.prompts),
+            self.early_reward.mean,
+            self.early_cost.mean,
+            self.early_minus_hull.mean
+        )?;
         match (self.hull_at_cost, self.reward_minus_hull) {
             (Some(h), Some(d)) => writeln!(
                 f,
