@@ -3,13 +3,16 @@
 //! chunks), whatever the provider speaks on the wire.
 //!
 //! Knows nothing of routing, policies or the store. Keys are held as
-//! `SecretString` and never logged, stored or returned.
+//! `SecretString` and never logged, stored or returned: they travel only in
+//! request headers marked sensitive, and every error message leaving
+//! `Provider::call` is scrubbed of them (`redact`).
 
 pub mod anthropic;
 pub mod error_kind;
 mod failure;
 pub mod openai;
 pub mod pricing;
+pub mod redact;
 pub mod sse;
 pub mod tokens;
 pub mod usage;
@@ -17,7 +20,7 @@ pub mod usage;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
@@ -47,7 +50,8 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     base_url: String,
-    key: Option<SecretString>,
+    /// Shared with each stream's error scrubber (an `Arc` clone, no copy of the key).
+    key: Option<std::sync::Arc<SecretString>>,
     http: reqwest::Client,
     default_max_tokens: u32,
 }
@@ -82,18 +86,39 @@ impl Provider {
             name: cfg.name.clone(),
             kind: cfg.kind,
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
-            key,
+            key: key.map(std::sync::Arc::new),
             http,
             default_max_tokens: cfg.default_max_tokens,
         })
     }
 
     /// Sends one attempt. Retries, deadlines and fallbacks belong to the gateway.
+    /// Errors, including those in the middle of a stream, come out scrubbed of keys.
     pub async fn call(&self, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-        match self.kind {
+        let reply = match self.kind {
             ProviderKind::Openai => openai::call(self, req).await,
             ProviderKind::Anthropic => anthropic::client::call(self, req).await,
+        };
+        match reply {
+            Err(e) => Err(self.scrubbed(e)),
+            Ok(Reply::Stream(chunks)) => {
+                let key = self.key.clone();
+                Ok(Reply::Stream(Box::pin(chunks.map(move |item| {
+                    item.map_err(|e| scrub_error(e, key.as_ref().map(|k| k.expose_secret())))
+                }))))
+            }
+            Ok(complete) => Ok(complete),
         }
+    }
+
+    fn scrubbed(&self, e: UpstreamError) -> UpstreamError {
+        scrub_error(e, self.key())
+    }
+
+    /// An error response's body, bounded and scrubbed of keys before anyone
+    /// parses, truncates or logs it.
+    async fn error_body(&self, resp: reqwest::Response) -> Vec<u8> {
+        redact::scrub_bytes(read_error_body(resp).await, self.key())
     }
 
     fn url(&self, path: &str) -> String {
@@ -123,6 +148,13 @@ fn resolve_key(
         return Ok(Some(SecretString::from(text.trim().to_owned())));
     }
     Ok(None)
+}
+
+fn scrub_error(mut e: UpstreamError, key: Option<&str>) -> UpstreamError {
+    if let std::borrow::Cow::Owned(clean) = redact::scrub(&e.message, key) {
+        e.message = clean;
+    }
+    e
 }
 
 /// Reads an error body, bounded so a misbehaving upstream cannot exhaust memory.

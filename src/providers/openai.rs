@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::error_kind::classify_openai_error;
 use super::failure::retry_after;
 use super::sse::SseParser;
-use super::{read_error_body, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
+use super::{FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
 
 pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
     let mut body = req.body.clone();
@@ -30,7 +30,7 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(error_from_response(resp).await);
+        return Err(error_from_response(p, resp).await);
     }
     if req.stream {
         return Ok(Reply::Stream(chunk_stream(resp)));
@@ -67,10 +67,10 @@ pub fn parse_usage(v: Option<&Value>) -> Option<Usage> {
     })
 }
 
-pub(super) async fn error_from_response(resp: reqwest::Response) -> UpstreamError {
+pub(super) async fn error_from_response(p: &Provider, resp: reqwest::Response) -> UpstreamError {
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());
-    let body = read_error_body(resp).await;
+    let body = p.error_body(resp).await;
     UpstreamError::from_info(classify_openai_error(status, &body), status, retry)
 }
 

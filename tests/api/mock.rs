@@ -28,6 +28,12 @@ pub enum Behaviour {
     Delay(Duration, Box<Behaviour>),
     /// Stream this many content chunks, then cut the connection (no [DONE]).
     BreakStreamAfter(usize),
+    /// An error status whose message echoes every request header back, as
+    /// misconfigured proxies do (`authorization: Bearer <key>` included).
+    EchoHeaders(u16),
+    /// Stream two content chunks, then an `error` event whose message
+    /// echoes the request headers.
+    StreamErrorEchoingHeaders,
 }
 
 #[derive(Clone)]
@@ -104,13 +110,22 @@ impl MockUpstream {
 
 async fn chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     s.bodies.lock().unwrap().push(body.clone());
+    let echo = echo_headers(&headers);
     s.headers.lock().unwrap().push(headers);
     let next = s.script.lock().unwrap().pop_front();
     let behaviour = next.unwrap_or_else(|| s.default.lock().unwrap().clone());
-    respond(&s.name, behaviour, &body).await
+    respond(&s.name, behaviour, &body, &echo).await
 }
 
-async fn respond(name: &str, behaviour: Behaviour, body: &Value) -> Response {
+/// `name: value` for every header, as a careless error page prints them.
+fn echo_headers(h: &HeaderMap) -> String {
+    h.iter()
+        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn respond(name: &str, behaviour: Behaviour, body: &Value, echo: &str) -> Response {
     let mut b = behaviour;
     while let Behaviour::Delay(d, inner) = b {
         tokio::time::sleep(d).await;
@@ -167,6 +182,18 @@ async fn respond(name: &str, behaviour: Behaviour, body: &Value) -> Response {
             stream_chunks(&model, "one two three four five six", false, false, n),
             false,
         ),
+        Behaviour::EchoHeaders(code) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"message": format!("{name} rejected the request; headers were: {echo}"),
+                "type": "server_error", "param": null, "code": null}})),
+        )
+            .into_response(),
+        Behaviour::StreamErrorEchoingHeaders => {
+            let mut chunks = stream_chunks(&model, "one two three", false, false, 2);
+            chunks.push(json!({"error": {"message": format!("{name} failed mid-stream; headers were: {echo}"),
+                "type": "server_error"}}));
+            sse(chunks, true)
+        }
         Behaviour::Delay(..) => unreachable!(),
     }
 }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 struct Shared {
     bodies: Arc<Mutex<Vec<Value>>>,
     fail_next: Arc<Mutex<Option<u16>>>,
+    echo_next: Arc<Mutex<Option<u16>>>,
 }
 
 pub struct MockAnthropic {
@@ -49,6 +50,12 @@ impl MockAnthropic {
     pub fn fail_next(&self, status: u16) {
         *self.shared.fail_next.lock().unwrap() = Some(status);
     }
+
+    /// The next call fails with this status and a message that echoes the
+    /// request's `x-api-key` back (as a careless proxy would).
+    pub fn fail_next_echoing_key(&self, status: u16) {
+        *self.shared.echo_next.lock().unwrap() = Some(status);
+    }
 }
 
 async fn messages(
@@ -69,6 +76,17 @@ async fn messages(
     }
     if body.get("max_tokens").is_none() {
         return error(400, "invalid_request_error", "max_tokens: Field required");
+    }
+    if let Some(code) = s.echo_next.lock().unwrap().take() {
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return error(
+            code,
+            "api_error",
+            &format!("upstream proxy failed; x-api-key: {key}"),
+        );
     }
     if let Some(code) = s.fail_next.lock().unwrap().take() {
         return error(code, "overloaded_error", "Overloaded");

@@ -5,7 +5,6 @@
 //! cluster other tests share. Process tests run the real binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,6 +13,7 @@ use crate::chat::sse_data;
 use crate::helpers::{fresh_postgres, spawn, two_providers, Db};
 use crate::mock::MockUpstream;
 use crate::mock_raw::{chunk, head, Raw, RawUpstream};
+use crate::process::{sigterm, spill, start_binary};
 
 /// Blocks and unblocks one database from the outside.
 struct Outage {
@@ -145,70 +145,6 @@ async fn traffic_flows_through_a_database_outage_and_every_event_lands_exactly_o
     app.shutdown().await;
 }
 
-/// The real binary, serving `config` on a port of its own.
-struct Router {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Router {
-    /// A failed test leaves no router running.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_binary(config: &str, dir: &Path, db_url: &str) -> Router {
-    let port = free_port();
-    let text = config.replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + &format!(
-        "\n[store]\nspill_path = \"{}\"\nflush_interval_ms = 20\n",
-        spill(dir).display()
-    );
-    let path = dir.join(format!("router-{port}.toml"));
-    std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("DATABASE_URL", db_url)
-        .env("MOCK_KEY", "sk-test-secret")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..300 {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return Router { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the router binary never became healthy");
-}
-
-fn spill(dir: &Path) -> PathBuf {
-    dir.join("spill.jsonl")
-}
-
 /// Lines held in the spill file and in a replay in progress.
 fn spilled_lines(dir: &Path) -> usize {
     let replaying = PathBuf::from(format!("{}.replaying", spill(dir).display()));
@@ -217,14 +153,6 @@ fn spilled_lines(dir: &Path) -> usize {
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .map(|t| t.lines().count())
         .sum()
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 use super::super::failure::retry_after;
 use super::super::sse::SseParser;
-use super::super::{
-    read_error_body, ChunkStream, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
-};
+use super::super::{ChunkStream, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest};
 use super::{
     classify_error, from_anthropic_response, to_anthropic_request, StreamError, StreamTranslator,
     ANTHROPIC_VERSION,
@@ -31,13 +29,22 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
         .header("anthropic-version", ANTHROPIC_VERSION)
         .json(&body);
     if let Some(key) = p.key() {
-        rb = rb.header("x-api-key", key);
+        // Marked sensitive so no Debug of the request (reqwest's or
+        // hyper's, at trace level) prints it.
+        let mut v = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
+            UpstreamError::new(
+                FailureKind::Auth,
+                "the provider key is not a valid HTTP header value",
+            )
+        })?;
+        v.set_sensitive(true);
+        rb = rb.header("x-api-key", v);
     }
     let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
     let status = resp.status().as_u16();
     if !resp.status().is_success() {
         let retry = retry_after(resp.headers());
-        let body = read_error_body(resp).await;
+        let body = p.error_body(resp).await;
         return Err(UpstreamError::from_info(
             classify_error(status, &body),
             status,
