@@ -147,8 +147,15 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             start_from,
         } => {
             let seeds = seed..seed.saturating_add(seeds);
-            switchboard::cli::replay::run(&config, &route, &data, seeds, start_from.as_deref(), &env)
-                .await
+            switchboard::cli::replay::run(
+                &config,
+                &route,
+                &data,
+                seeds,
+                start_from.as_deref(),
+                &env,
+            )
+            .await
         }
         Command::Migrate => {
             let url = startup::database_url(&env);

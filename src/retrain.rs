@@ -98,7 +98,11 @@ pub async fn run_once(schedule: &Schedule) -> RunOutcome {
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        return RunOutcome::Failed(format!("{} ({}): {stderr}", out.status, display(&schedule.program)));
+        return RunOutcome::Failed(format!(
+            "{} ({}): {stderr}",
+            out.status,
+            display(&schedule.program)
+        ));
     }
     if stdout.lines().any(|l| l.starts_with(SKIPPED_PREFIX)) {
         RunOutcome::Skipped(stdout)

@@ -39,7 +39,9 @@ pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String>
     }
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| format!("{s:?} is neither RFC 3339 (2026-01-31T00:00:00Z) nor an age like 30d"))
+        .map_err(|_| {
+            format!("{s:?} is neither RFC 3339 (2026-01-31T00:00:00Z) nor an age like 30d")
+        })
 }
 
 #[cfg(test)]
@@ -57,7 +59,10 @@ mod tests {
         assert!(parse_period("0s").is_err());
         assert!(parse_period("abc").unwrap_err().contains("15m"));
         let now = Utc::now();
-        assert_eq!(parse_since("1h", now).unwrap(), now - chrono::Duration::hours(1));
+        assert_eq!(
+            parse_since("1h", now).unwrap(),
+            now - chrono::Duration::hours(1)
+        );
         assert!(parse_since("2026-01-31T00:00:00Z", now).is_ok());
         assert!(parse_since("yesterday", now).is_err());
     }

@@ -83,7 +83,8 @@ async fn export(store: &Store, a: &ExportArgs, out: &Path, env: &Env) -> anyhow:
     let requests = write_lines(out, "requests.jsonl", store.export_requests(from)).await?;
     let feedback = write_lines(out, "feedback.jsonl", store.export_feedback(from)).await?;
     let policies = store.export_policies().await?;
-    let policy_stream = futures_util::stream::iter(policies.into_iter().map(Ok::<_, std::io::Error>)).boxed();
+    let policy_stream =
+        futures_util::stream::iter(policies.into_iter().map(Ok::<_, std::io::Error>)).boxed();
     let policies = write_lines(out, "policies.jsonl", policy_stream).await?;
     let manifest = Manifest {
         format: FORMAT,

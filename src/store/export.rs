@@ -37,7 +37,8 @@ const REQUESTS_SQL: &str = "SELECT id, created_at, api_key_id, tenant, route, ti
     CAST(decision AS TEXT) AS decision, stream, prompt_tokens, completion_tokens, \
     tokens_counted_locally, cost_usd, latency_ms, ttft_ms, status, status_code, error_kind, \
     CAST(fallback_chain AS TEXT) AS fallback_chain, attempts, cache_hit, \
-    CAST(tags AS TEXT) AS tags \
+    CAST(tags AS TEXT) AS tags, experiment, experiment_arm, shadow, shadow_of, \
+    CAST(counterfactual AS TEXT) AS counterfactual \
     FROM requests WHERE created_at >= $1 ORDER BY created_at, id";
 
 const FEEDBACK_SQL: &str = "SELECT f.request_id, f.created_at, f.metric, f.value, f.source, \
@@ -87,6 +88,13 @@ macro_rules! request {
             attempts: r.try_get("attempts")?,
             cache_hit: r.try_get("cache_hit")?,
             tags: json(r.try_get("tags")?),
+            assignment: crate::store::records::Assignment {
+                experiment: r.try_get("experiment")?,
+                experiment_arm: r.try_get("experiment_arm")?,
+                shadow: r.try_get("shadow")?,
+                shadow_of: r.try_get("shadow_of")?,
+                counterfactual: json(r.try_get("counterfactual")?),
+            },
         }
     }};
 }

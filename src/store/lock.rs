@@ -34,7 +34,8 @@ enum Held {
     Sqlite { pool: SqlitePool, holder: String },
 }
 
-const SQLITE_TAKE: &str = "INSERT INTO trainer_lock (name, holder, expires_at) VALUES ('train', $1, $2) \
+const SQLITE_TAKE: &str =
+    "INSERT INTO trainer_lock (name, holder, expires_at) VALUES ('train', $1, $2) \
     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
     WHERE trainer_lock.expires_at < $3";
 

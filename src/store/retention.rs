@@ -119,8 +119,11 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         self.ensure_partitions(now).await?;
         let days = |d: Option<u32>| d.map(|d| now - chrono::Duration::days(i64::from(d)));
-        self.prune(days(config.retention_days), days(config.rollup_retention_days))
-            .await
+        self.prune(
+            days(config.retention_days),
+            days(config.rollup_retention_days),
+        )
+        .await
     }
 }
 
@@ -142,7 +145,9 @@ pub async fn run(store: Store, config: StoreConfig, mut shutdown: watch::Receive
                 "Retention removed old history."
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Store maintenance failed; it retries within the hour."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Store maintenance failed; it retries within the hour.")
+            }
         }
     }
 }

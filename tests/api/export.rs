@@ -70,8 +70,10 @@ async fn rollup(store: &Store) -> Vec<(i64, String, i64, f64, i64)> {
 fn same_records(a: &str, b: &str, name: &str) {
     assert_eq!(a.lines().count(), b.lines().count(), "{name}: line counts");
     for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
-        let (x, y): (serde_json::Value, serde_json::Value) =
-            (serde_json::from_str(x).unwrap(), serde_json::from_str(y).unwrap());
+        let (x, y): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(x).unwrap(),
+            serde_json::from_str(y).unwrap(),
+        );
         if x != y {
             let fields = x.as_object().unwrap();
             let differing: Vec<String> = fields
@@ -123,9 +125,16 @@ async fn export_then_import_round_trips_on_postgres_and_sqlite() {
     let config = load_str(&text, "t.toml", &Env::new()).unwrap();
     let setup = RouteSetup::new(&config, "learned").unwrap();
     let snapshot = PolicySnapshot::from_fitted(&setup.spec, "v1", vec![]).unwrap();
-    publish(&app.store, "learned", &snapshot, &json!({"kind": "test"}), None, true)
-        .await
-        .unwrap();
+    publish(
+        &app.store,
+        "learned",
+        &snapshot,
+        &json!({"kind": "test"}),
+        None,
+        true,
+    )
+    .await
+    .unwrap();
     let source_rollup = rollup(&app.store).await;
     let source_url = app.db_url.clone();
     app.shutdown().await;
@@ -158,14 +167,21 @@ async fn export_then_import_round_trips_on_postgres_and_sqlite() {
     ];
     for (i, url) in targets.iter().enumerate() {
         let out = import_from(url, &first).await.unwrap();
-        assert!(out.contains("imported 12 requests, 6 feedback and 1 policy versions"), "{out}");
+        assert!(
+            out.contains("imported 12 requests, 6 feedback and 1 policy versions"),
+            "{out}"
+        );
         let again = dir.path().join(format!("again-{i}"));
         export_to(url, &config_path, &again).await;
         for name in ["requests.jsonl", "feedback.jsonl", "policies.jsonl"] {
             same_records(&read(&first, name), &read(&again, name), name);
         }
         let store = Store::connect_lazy(url).unwrap();
-        assert_eq!(rollup(&store).await, source_rollup, "rollups after import into {url}");
+        assert_eq!(
+            rollup(&store).await,
+            source_rollup,
+            "rollups after import into {url}"
+        );
         let active = store.active_policy("learned").await.unwrap().unwrap();
         assert_eq!(active.version, "v1");
 
@@ -203,7 +219,8 @@ async fn a_damaged_export_is_refused_and_stores_nothing() {
     assert!(err.contains("incomplete"), "{err}");
 
     // A corrupt line: named with its line number.
-    let requests = read(&out, "requests.jsonl").replacen("\"stream\":false", "\"stream\":\"no\"", 1);
+    let requests =
+        read(&out, "requests.jsonl").replacen("\"stream\":false", "\"stream\":\"no\"", 1);
     std::fs::write(out.join("requests.jsonl"), requests).unwrap();
     let err = format!("{:#}", import_from(&target, &out).await.unwrap_err());
     assert!(err.contains("requests.jsonl line 1"), "{err}");

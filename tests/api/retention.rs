@@ -78,7 +78,11 @@ async fn scalar(store: &Store, sql: &str) -> i64 {
 }
 
 async fn rollup_requests(store: &Store) -> i64 {
-    scalar(store, "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM rollup_hourly").await
+    scalar(
+        store,
+        "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM rollup_hourly",
+    )
+    .await
 }
 
 async fn ids(store: &Store) -> Vec<String> {
@@ -127,7 +131,11 @@ async fn migration_partitions_an_existing_requests_table_and_retention_drops_old
     .await;
     assert_eq!(partitioned, 1);
     assert_eq!(ids(&store).await, ["d100", "d40", "now"]);
-    assert_eq!(rollup_requests(&store).await, 3, "copied rows are not counted again");
+    assert_eq!(
+        rollup_requests(&store).await,
+        3,
+        "copied rows are not counted again"
+    );
     // Months from the oldest row to two ahead, and the default partition.
     let months = scalar(
         &store,
@@ -142,7 +150,11 @@ async fn migration_partitions_an_existing_requests_table_and_retention_drops_old
     .await;
     assert_eq!(views, 4, "the dashboards' views are re-created");
     assert_eq!(
-        scalar(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM model_hourly").await,
+        scalar(
+            &store,
+            "SELECT CAST(SUM(requests) AS BIGINT) FROM model_hourly"
+        )
+        .await,
         3
     );
 
@@ -153,7 +165,10 @@ async fn migration_partitions_an_existing_requests_table_and_retention_drops_old
     assert_eq!(ids(&store).await, ["y3", "d100", "d40", "now"]);
     assert_eq!(rollup_requests(&store).await, 4);
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM feedback").await, 4);
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM requests_default").await, 1);
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM requests_default").await,
+        1
+    );
     for id in ["y3", "d100", "d40", "now"] {
         assert!(store.request_exists(id).await.unwrap(), "{id}");
     }
@@ -165,9 +180,16 @@ async fn migration_partitions_an_existing_requests_table_and_retention_drops_old
         .await
         .unwrap();
     assert_eq!(made, 1);
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM requests_default").await, 0);
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM requests_default").await,
+        0
+    );
     assert!(store.request_exists("y3").await.unwrap());
-    assert_eq!(rollup_requests(&store).await, 4, "moving rows does not count them");
+    assert_eq!(
+        rollup_requests(&store).await,
+        4,
+        "moving rows does not count them"
+    );
 
     // Retention of 60 days: the old months go whole, the rest by age.
     let pruned = store.maintain(&retention(60, None), now).await.unwrap();
@@ -178,9 +200,16 @@ async fn migration_partitions_an_existing_requests_table_and_retention_drops_old
     );
     assert_eq!(ids(&store).await, ["d40", "now"]);
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM feedback").await, 2);
-    assert_eq!(rollup_requests(&store).await, 4, "rollups are kept by default");
+    assert_eq!(
+        rollup_requests(&store).await,
+        4,
+        "rollups are kept by default"
+    );
     // Months ahead exist, so today's and next month's writes have a home.
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM requests_default").await, 0);
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM requests_default").await,
+        0
+    );
 
     // Rollups with their own setting.
     let pruned = store.maintain(&retention(60, Some(30)), now).await.unwrap();

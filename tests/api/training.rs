@@ -223,7 +223,8 @@ async fn training_on_sqlite_learns_the_same_world() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect_lazy(&format!("sqlite://{}/train.db", dir.path().display())).unwrap();
+    let store =
+        Store::connect_lazy(&format!("sqlite://{}/train.db", dir.path().display())).unwrap();
     store.migrate().await.unwrap();
     let setup = RouteSetup::new(&config, "learned").unwrap();
     let d = setup.spec.dimension;

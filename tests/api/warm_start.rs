@@ -22,11 +22,7 @@ use crate::helpers::fresh_postgres;
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routing-val.jsonl");
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routing-val.toml");
 
-fn replay(
-    data: &Dataset,
-    config: &config::Config,
-    start: Option<&PolicySnapshot>,
-) -> ReplayReport {
+fn replay(data: &Dataset, config: &config::Config, start: Option<&PolicySnapshot>) -> ReplayReport {
     let r = config
         .routes
         .iter()
@@ -94,7 +90,10 @@ async fn warm_start_from_one_half_opens_better_than_cold_on_the_other_half() {
     assert_eq!(data.records.len(), second.len());
     let cold = replay(&data, &config, None);
     let warm = replay(&data, &config, Some(&warm_snapshot));
-    println!("cold start:\n{cold}\nwarm start from {}:\n{warm}", row.version);
+    println!(
+        "cold start:\n{cold}\nwarm start from {}:\n{warm}",
+        row.version
+    );
     // Reward at equal cost: each opening against the single-model hull at
     // the cost it spent (the budget route trades one for the other).
     let (cold_open, warm_open) = (cold.early_minus_hull.mean, warm.early_minus_hull.mean);

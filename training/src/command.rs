@@ -75,8 +75,7 @@ async fn train_routes(store: &Store, config: &Config, a: &TrainArgs) -> anyhow::
     };
     let now = Utc::now();
     let opts = TrainOptions {
-        since: parse_since(&a.since, now)
-            .map_err(|e| anyhow::anyhow!("--since: {e}"))?,
+        since: parse_since(&a.since, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?,
         until: now,
         attribution_s: parse_age(&a.attribution_window)
             .context("--attribution-window: an age like 7d")?

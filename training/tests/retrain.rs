@@ -164,7 +164,11 @@ async fn a_dead_trainer_does_not_keep_the_lock() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    taken.expect("the lock was never freed").release().await.unwrap();
+    taken
+        .expect("the lock was never freed")
+        .release()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -191,7 +195,11 @@ async fn sqlite_trainer_lock_is_a_lease_taken_over_only_when_expired() {
 
 /// The label each replica serves for route `learned`.
 fn label(r: &startup::Running) -> String {
-    r.gateway.learning.routes[0].policy.load().label().to_owned()
+    r.gateway.learning.routes[0]
+        .policy
+        .load()
+        .label()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -229,7 +237,11 @@ async fn serve_retrains_on_schedule_and_every_replica_swaps_to_the_new_version()
     }
     let _ = stop.send(true);
     task.await.unwrap();
-    assert!(swapped, "labels: {:?}", replicas.iter().map(label).collect::<Vec<_>>());
+    assert!(
+        swapped,
+        "labels: {:?}",
+        replicas.iter().map(label).collect::<Vec<_>>()
+    );
     let active = store.active_policy("learned").await.unwrap().unwrap();
     assert_eq!(active.version, "v1");
 

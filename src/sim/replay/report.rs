@@ -75,7 +75,15 @@ impl fmt::Display for ReplayReport {
         write!(
             f,
             "{:>6} {:>8} {:>11} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7}",
-            "seed", "reward", "cost $", "early r", "early $", "late $", "greedy", "lambda", "alarms"
+            "seed",
+            "reward",
+            "cost $",
+            "early r",
+            "early $",
+            "late $",
+            "greedy",
+            "lambda",
+            "alarms"
         )?;
         for a in &self.arms {
             write!(f, " {:>22}", short(a))?;
@@ -103,11 +111,7 @@ impl fmt::Display for ReplayReport {
         write!(
             f,
             "{:>6} {:>8.4} {:>11.7} {:>8.4} {:>11.7}",
-            "mean",
-            self.reward.mean,
-            self.cost.mean,
-            self.early_reward.mean,
-            self.early_cost.mean
+            "mean", self.reward.mean, self.cost.mean, self.early_reward.mean, self.early_cost.mean
         )?;
         writeln!(
             f,
