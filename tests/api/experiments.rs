@@ -418,3 +418,93 @@ share = 1.0
     assert_eq!(status("shadowing"), Some(json!("running")));
     app.shutdown().await;
 }
+
+/// `switchboard experiment ...` against the running router's admin API.
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("experiment")
+        .args(args)
+        .args(["--url", &app.url])
+        .env("SWITCHBOARD_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_experiment_cli_drives_a_canary_to_promotion() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let app = spawn(&config(&a, &b, r#"["small"]"#, 0), Db::Postgres).await;
+    let (ok, out) = cli(
+        &app,
+        &[
+            "start",
+            "new-large",
+            "--route",
+            "main",
+            "--kind",
+            "canary",
+            "--candidate",
+            "large",
+            "--share",
+            "0.05",
+            "--sticky-by",
+            "user",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("new-large (canary on route main, candidate large, share 0.05): running"),
+        "{out}"
+    );
+    run(&app, "main", 200, |i| Some(format!("u{i}"))).await;
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE experiment = 'new-large'",
+        200,
+    )
+    .await;
+    let (ok, out) = cli(&app, &["status", "new-large"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("candidate"), "{out}");
+    // Promote with --replace: `large` joins `main` and `small` retires at once.
+    let (ok, out) = cli(&app, &["promote", "new-large", "--replace"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains(": promoted"), "{out}");
+    let mut only_large = false;
+    for _ in 0..200 {
+        let view: Value = app
+            .admin(Method::GET, "/admin/routes/main", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let models: Vec<&str> = view["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["model"].as_str().unwrap())
+            .collect();
+        if models == ["large"] {
+            only_large = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(only_large, "the old model never retired");
+    let out = run(&app, "main", 20, |i| Some(format!("u{i}"))).await;
+    assert!(out.iter().all(|(_, m)| m == "large"), "{out:?}");
+    // Refusals come back as errors with the router's message.
+    let (ok, out) = cli(&app, &["stop", "no-such"]).await;
+    assert!(!ok);
+    assert!(out.contains("No experiment `no-such`"), "{out}");
+    app.shutdown().await;
+}
