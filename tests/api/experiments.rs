@@ -508,3 +508,85 @@ async fn the_experiment_cli_drives_a_canary_to_promotion() {
     assert!(out.contains("No experiment `no-such`"), "{out}");
     app.shutdown().await;
 }
+
+/// The control tables, the per-request columns and the results queries on
+/// the embedded SQLite store.
+#[tokio::test]
+async fn experiments_and_controls_work_on_sqlite() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a, &b, r#"["small", "large"]"#, 0)
+        + r#"
+[[experiments]]
+name = "half"
+route = "main"
+kind = "canary"
+candidate = "large"
+share = 0.5
+sticky_by = "user"
+
+[[experiments]]
+name = "mirror"
+route = "main"
+kind = "shadow"
+candidate = "large"
+share = 1.0
+"#;
+    let app = spawn(&cfg, Db::Sqlite).await;
+    let out = run(&app, "main", 100, |i| Some(format!("u{}", i % 50))).await;
+    let large = out.iter().filter(|(_, m)| m == "large").count();
+    assert!(large > 0 && large < 100, "{large}");
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE experiment = 'half'",
+        100,
+    )
+    .await;
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE shadow AND experiment = 'mirror'",
+        100,
+    )
+    .await;
+    let doc: Value = app
+        .admin(Method::GET, "/admin/experiments/half", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["arms"]["candidate"]["requests"], large);
+    let doc: Value = app
+        .admin(Method::GET, "/admin/experiments/mirror", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["arms"]["shadow"]["requests"], 100);
+    let rows = scalar(
+        &app,
+        "SELECT COUNT(*) FROM experiment_results WHERE experiment = 'half'",
+    )
+    .await;
+    assert_eq!(rows, 2);
+    let r = app
+        .admin(Method::POST, "/admin/experiments/half/stop", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(Method::POST, "/admin/models/large/disable", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/routes/main/models/small/retire",
+            Some(json!({"window_s": 3600})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let out = run(&app, "auto", 20, |_| None).await;
+    assert!(out.iter().all(|(_, m)| m == "small"), "{out:?}");
+    app.shutdown().await;
+}
