@@ -13,7 +13,7 @@ use super::control::op_error;
 use super::json::MaybeJson;
 use super::AppState;
 use crate::error::ApiError;
-use crate::gateway::operate::{ExperimentDef, PromoteOptions};
+use crate::gateway::experiment_ops::{ExperimentDef, PromoteOptions};
 use crate::gateway::report;
 
 /// `GET /admin/experiments`

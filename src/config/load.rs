@@ -149,6 +149,71 @@ models = ["small", "large"]
     }
 
     #[test]
+    fn experiments_and_lifecycles_are_checked() {
+        let exp = |body: &str| format!("{BASE}\n[[experiments]]\n{body}\n");
+        let ok = exp("name = \"c\"\nroute = \"auto\"\nkind = \"canary\"\ncandidate = \"large\"\nshare = 0.05\nsticky_by = \"user\"");
+        assert_eq!(err(&ok), "<accepted>");
+        let e = err(&exp("name = \"c\"\nroute = \"nope\"\nkind = \"canary\"\ncandidate = \"large\"\nshare = 0.05"));
+        assert_eq!(e, "test.toml: experiments[0].route: unknown route \"nope\"");
+        let e = err(&exp(
+            "name = \"c\"\nroute = \"auto\"\nkind = \"canary\"\ncandidate = \"large\"\nshare = 1.5",
+        ));
+        assert_eq!(e, "test.toml: experiments[0].share: 1.5 must be in [0, 1]");
+        let e = err(&exp(
+            "name = \"c\"\nroute = \"auto\"\nkind = \"shadow\"\ncandidate = \"huge\"\nshare = 0.5",
+        ));
+        assert_eq!(
+            e,
+            "test.toml: experiments[0].candidate: unknown model \"huge\""
+        );
+        let e = err(&exp(
+            "name = \"c\"\nroute = \"auto\"\nkind = \"fancy\"\ncandidate = \"large\"\nshare = 0.5",
+        ));
+        assert!(
+            e.starts_with("test.toml: experiments[0].kind: unknown variant `fancy`"),
+            "{e}"
+        );
+        let two = format!(
+            "{ok}\n[[experiments]]\nname = \"d\"\nroute = \"auto\"\nkind = \"ab\"\ncandidate = \"v3\"\nshare = 0.5\n"
+        );
+        assert_eq!(
+            err(&two),
+            "test.toml: experiments[1].kind: route \"auto\" already has a canary or A/B experiment"
+        );
+
+        let route = |extra: &str| {
+            BASE.replace(
+                "models = [\"small\", \"large\"]\n",
+                &format!("models = [\"small\", \"large\"]\n{extra}\n"),
+            )
+        };
+        assert_eq!(
+            err(&route("[routes.retire.large]\nwindow_s = 600")),
+            "<accepted>"
+        );
+        assert_eq!(
+            err(&route(
+                "[routes.onboard.large]\nprior_quality = 0.9\nexplore_quota = 100"
+            )),
+            "<accepted>"
+        );
+        assert_eq!(
+            err(&route("[routes.retire.huge]\nwindow_s = 600")),
+            "test.toml: routes[0].retire.huge: is not one of the route's models"
+        );
+        assert_eq!(
+            err(&route(
+                "[routes.retire.large]\nwindow_s = 600\n[routes.retire.small]\nwindow_s = 600"
+            )),
+            "test.toml: routes[0].retire: would retire every model of the route"
+        );
+        assert_eq!(
+            err(&route("[routes.onboard.large]\nexplore_share = 2.0")),
+            "test.toml: routes[0].onboard.large.explore_share: 2 must be in [0, 1]"
+        );
+    }
+
+    #[test]
     fn env_overrides_listen() {
         let mut env = Env::new();
         env.insert("SWITCHBOARD_LISTEN".into(), "127.0.0.1:9999".into());

@@ -36,7 +36,7 @@ pub struct RouteLearner {
     pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
     /// Snapshot arm position -> catalog model index.
     pub arm_models: Vec<usize>,
-    arm_names: Vec<ModelName>,
+    pub(super) arm_names: Vec<ModelName>,
     /// The route's slot in the writer: stable across config reloads (a
     /// catalog index is not), so updates from requests begun under an older
     /// config still reach the right route.
@@ -130,7 +130,7 @@ impl Learning {
         let mut writers = Vec::with_capacity(config.routes.len());
         let mut specs = Vec::with_capacity(config.routes.len());
         for (slot, (r, entry)) in config.routes.iter().zip(&catalog.routes).enumerate() {
-            let prepared = prepare_route(r, config, store).await?;
+            let prepared = super::prepare::prepare_route(r, config, store).await?;
             let writer = PolicyWriter::new(prepared.snapshot);
             routes.push(
                 prepared
@@ -166,100 +166,6 @@ impl Learning {
             metrics::counter!(names::LEARNING_DROPPED).increment(1);
         }
     }
-}
-
-/// A route ready to serve: its feature encoder, policy shape and the
-/// snapshot to start from.
-pub(super) struct PreparedRoute {
-    pub spec: RouteSpec,
-    pub snapshot: PolicySnapshot,
-    pub parts: LearnerParts,
-}
-
-/// Everything of a `RouteLearner` but the policy handle and indices.
-pub(super) struct LearnerParts {
-    encoder: Encoder,
-    objective: Objective,
-    exploration_cap: Option<f64>,
-    tier_exploration_caps: std::collections::BTreeMap<String, f64>,
-    arm_names: Vec<ModelName>,
-}
-
-impl LearnerParts {
-    pub(super) fn learner(
-        self,
-        policy: PolicyHandle,
-        arm_models: Vec<usize>,
-        slot: usize,
-    ) -> RouteLearner {
-        RouteLearner {
-            encoder: self.encoder,
-            policy,
-            objective: self.objective,
-            exploration_cap: self.exploration_cap,
-            tier_exploration_caps: self.tier_exploration_caps,
-            arm_models,
-            arm_names: self.arm_names,
-            slot,
-        }
-    }
-}
-
-/// Builds a route's encoder and spec and the snapshot it starts from: the
-/// store's saved state when it fits the route as configured now (reconciled
-/// with the active stored version), else a fresh policy at the priors.
-pub(super) async fn prepare_route(
-    r: &RouteConfig,
-    config: &Config,
-    store: &Store,
-) -> Result<PreparedRoute, LearningError> {
-    let name = r.name.as_str().to_owned();
-    let encoder = Encoder::new(r.features.clone().unwrap_or_default()).map_err(|source| {
-        LearningError::Features {
-            route: name.clone(),
-            source,
-        }
-    })?;
-    let spec = route_spec(r, &encoder, config);
-    let fresh = || {
-        PolicySnapshot::new(&spec).map_err(|e| LearningError::Policy {
-            route: name.clone(),
-            reason: e.to_string(),
-        })
-    };
-    let snapshot = match store.load_policy_state(&name).await {
-        Ok(Some(text)) => match PolicySnapshot::from_json(&text).and_then(|s| s.prepare(&spec)) {
-            Ok(s) => {
-                tracing::info!(route = %name, version = s.version(), "Resumed the route's policy from the store.");
-                s
-            }
-            Err(e) => {
-                tracing::warn!(route = %name, error = %e, "The saved policy does not fit the route any more; starting fresh.");
-                fresh()?
-            }
-        },
-        Ok(None) => fresh()?,
-        Err(e) => {
-            tracing::warn!(route = %name, error = %e, "The saved policy could not be read; starting fresh.");
-            fresh()?
-        }
-    };
-    let snapshot = super::policy_watch::reconcile(store, &name, &spec, snapshot).await;
-    let parts = LearnerParts {
-        encoder,
-        objective: Objective {
-            cost_weight: r.objective.cost_weight,
-            latency_weight: r.objective.latency_weight,
-        },
-        exploration_cap: r.exploration_cap,
-        tier_exploration_caps: r.tier_exploration_caps.clone(),
-        arm_names: spec.arms.iter().map(|a| a.name.clone()).collect(),
-    };
-    Ok(PreparedRoute {
-        spec,
-        snapshot,
-        parts,
-    })
 }
 
 /// The bandit configuration a route asks for: its `[routes.bandit]` table

@@ -17,7 +17,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::catalog::Catalog;
-use super::learning::{prepare_route, Learning, LearningError, LearningWriter, Update};
+use super::learning::{Learning, LearningError, LearningWriter, Update};
+use super::prepare::prepare_route;
 use crate::bandit::{PolicyHandle, PolicySnapshot, PolicyWriter, RouteSpec};
 use crate::config::Config;
 

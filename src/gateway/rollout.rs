@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::experiment_ops::ExperimentDef;
 use super::live::Live;
-use super::operate::ExperimentDef;
 use super::report::{self, difference};
 use super::Gateway;
 use crate::experiments::stats::Interval;

@@ -302,13 +302,15 @@ fn exclude_stopped(
     plan: &Plan,
     route_plan: Option<&super::plan::RoutePlan>,
 ) {
+    let retiring = route_plan.map_or(&[][..], |p| &p.retiring[..]);
+    if retiring.is_empty() && !el.models.iter().any(|&m| plan.is_disabled(m)) {
+        return;
+    }
     let now = chrono::Utc::now();
     let retired = |m: usize| {
-        route_plan.is_some_and(|p| {
-            p.retiring
-                .iter()
-                .any(|r| r.model == m && r.weight(now) <= 0.0)
-        })
+        retiring
+            .iter()
+            .any(|r| r.model == m && r.weight(now) <= 0.0)
     };
     let (keep, out): (Vec<usize>, Vec<usize>) = el
         .models

@@ -418,3 +418,175 @@ share = 1.0
     assert_eq!(status("shadowing"), Some(json!("running")));
     app.shutdown().await;
 }
+
+/// `switchboard experiment ...` against the running router's admin API.
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("experiment")
+        .args(args)
+        .args(["--url", &app.url])
+        .env("SWITCHBOARD_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_experiment_cli_drives_a_canary_to_promotion() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let app = spawn(&config(&a, &b, r#"["small"]"#, 0), Db::Postgres).await;
+    let (ok, out) = cli(
+        &app,
+        &[
+            "start",
+            "new-large",
+            "--route",
+            "main",
+            "--kind",
+            "canary",
+            "--candidate",
+            "large",
+            "--share",
+            "0.05",
+            "--sticky-by",
+            "user",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("new-large (canary on route main, candidate large, share 0.05): running"),
+        "{out}"
+    );
+    run(&app, "main", 200, |i| Some(format!("u{i}"))).await;
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE experiment = 'new-large'",
+        200,
+    )
+    .await;
+    let (ok, out) = cli(&app, &["status", "new-large"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("candidate"), "{out}");
+    // Promote with --replace: `large` joins `main` and `small` retires at once.
+    let (ok, out) = cli(&app, &["promote", "new-large", "--replace"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains(": promoted"), "{out}");
+    let mut only_large = false;
+    for _ in 0..200 {
+        let view: Value = app
+            .admin(Method::GET, "/admin/routes/main", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let models: Vec<&str> = view["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["model"].as_str().unwrap())
+            .collect();
+        if models == ["large"] {
+            only_large = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(only_large, "the old model never retired");
+    let out = run(&app, "main", 20, |i| Some(format!("u{i}"))).await;
+    assert!(out.iter().all(|(_, m)| m == "large"), "{out:?}");
+    // Refusals come back as errors with the router's message.
+    let (ok, out) = cli(&app, &["stop", "no-such"]).await;
+    assert!(!ok);
+    assert!(out.contains("No experiment `no-such`"), "{out}");
+    app.shutdown().await;
+}
+
+/// The control tables, the per-request columns and the results queries on
+/// the embedded SQLite store.
+#[tokio::test]
+async fn experiments_and_controls_work_on_sqlite() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a, &b, r#"["small", "large"]"#, 0)
+        + r#"
+[[experiments]]
+name = "half"
+route = "main"
+kind = "canary"
+candidate = "large"
+share = 0.5
+sticky_by = "user"
+
+[[experiments]]
+name = "mirror"
+route = "main"
+kind = "shadow"
+candidate = "large"
+share = 1.0
+"#;
+    let app = spawn(&cfg, Db::Sqlite).await;
+    let out = run(&app, "main", 100, |i| Some(format!("u{}", i % 50))).await;
+    let large = out.iter().filter(|(_, m)| m == "large").count();
+    assert!(large > 0 && large < 100, "{large}");
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE experiment = 'half'",
+        100,
+    )
+    .await;
+    wait_scalar(
+        &app,
+        "SELECT COUNT(*) FROM requests WHERE shadow AND experiment = 'mirror'",
+        100,
+    )
+    .await;
+    let doc: Value = app
+        .admin(Method::GET, "/admin/experiments/half", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["arms"]["candidate"]["requests"], large);
+    let doc: Value = app
+        .admin(Method::GET, "/admin/experiments/mirror", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["arms"]["shadow"]["requests"], 100);
+    let rows = scalar(
+        &app,
+        "SELECT COUNT(*) FROM experiment_results WHERE experiment = 'half'",
+    )
+    .await;
+    assert_eq!(rows, 2);
+    let r = app
+        .admin(Method::POST, "/admin/experiments/half/stop", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(Method::POST, "/admin/models/large/disable", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/routes/main/models/small/retire",
+            Some(json!({"window_s": 3600})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let out = run(&app, "auto", 20, |_| None).await;
+    assert!(out.iter().all(|(_, m)| m == "small"), "{out:?}");
+    app.shutdown().await;
+}
