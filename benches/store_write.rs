@@ -68,11 +68,7 @@ fn request(i: u64) -> RequestRecord {
         ok: true,
         status_code: 200,
         error_kind: None,
-        fallback_chain: vec![AttemptRecord {
-            model,
-            error: None,
-            status: Some(200),
-        }],
+        fallback_chain: vec![AttemptRecord::new(&model, None, Some(200))],
         attempts: 1,
         cache_hit: false,
         tags: None,

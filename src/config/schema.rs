@@ -195,8 +195,16 @@ pub struct RouteConfig {
     pub budget: Option<BudgetConfig>,
     #[serde(default)]
     pub latency_slo_ms: Option<u64>,
+    /// Hedge: after this long without a first byte (streams) or an answer
+    /// (non-streaming), also ask the next-ranked model; the first to answer
+    /// wins and the other is cancelled (`gateway::hedge`).
     #[serde(default)]
     pub ttft_deadline_ms: Option<u64>,
+    /// When a stream fails or stalls after its first byte, continue the
+    /// answer on the next-ranked model, with the partial output as an
+    /// assistant prefix, in the same SSE stream (`gateway::continuation`).
+    #[serde(default)]
+    pub continue_stream_on_fallback: bool,
     #[serde(default)]
     pub exploration_cap: Option<f64>,
     /// Exploration caps per tier (`switchboard.tier` / `x-switchboard-tier`):

@@ -181,6 +181,12 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
                 );
             }
         }
+        if r.ttft_deadline_ms == Some(0) {
+            return bad(
+                format!("routes[{i}].ttft_deadline_ms"),
+                "must be a positive number of milliseconds".into(),
+            );
+        }
     }
     for (i, rule) in c.rules.iter().enumerate() {
         if let Some(route) = &rule.route {

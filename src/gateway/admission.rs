@@ -6,7 +6,9 @@
 //!
 //! Worst case = prompt tokens (local count) × the highest input price plus
 //! `max_completion_tokens` / `max_tokens` (else `reserve_output_tokens`) ×
-//! the highest output price, over the models this request may try.
+//! the highest output price, over the models this request may try; one
+//! more prompt on a hedged route, one more prompt and answer on a route
+//! that continues broken streams (`Extra`).
 
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -84,6 +86,7 @@ pub fn reserve(
     body: &Map<String, Value>,
     prompt_tokens: u32,
     default_output_tokens: u32,
+    extra: Extra,
 ) -> Result<Reservation, ApiError> {
     let output = ["max_completion_tokens", "max_tokens"]
         .iter()
@@ -95,7 +98,11 @@ pub fn reserve(
         input_price = input_price.max(m.prices.input_usd_per_mtok);
         output_price = output_price.max(m.prices.output_usd_per_mtok);
     }
-    let worst = (f64::from(prompt_tokens) * input_price + output * output_price) / 1_000_000.0;
+    let prompts = 1.0 + f64::from(u8::from(extra.hedged)) + f64::from(u8::from(extra.continued));
+    let outputs = 1.0 + f64::from(u8::from(extra.continued));
+    let worst = (prompts * f64::from(prompt_tokens) * input_price
+        + outputs * output * output_price)
+        / 1_000_000.0;
     caller.state.reserve(worst).map_err(|e| {
         let mut err = ApiError::rate_limited(
             format!(
@@ -127,6 +134,16 @@ pub fn admit_caller(
     Ok(prompt)
 }
 
+/// What a route's resilience options may add to a request's bill.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra {
+    /// A hedge's loser is charged its prompt: one more prompt.
+    pub hedged: bool,
+    /// A broken stream is billed its partial answer before another model
+    /// continues it: one more prompt and one more answer.
+    pub continued: bool,
+}
+
 /// The caller's `KeyUse` for the `Draft`, holding the worst case of the
 /// models this request may try when the key has a budget.
 pub fn hold(
@@ -135,6 +152,7 @@ pub fn hold(
     ranking: &[usize],
     body: &Map<String, Value>,
     prompt_tokens: u32,
+    extra: Extra,
 ) -> Result<Option<KeyUse>, ApiError> {
     let Some(caller) = caller else {
         return Ok(None);
@@ -149,6 +167,7 @@ pub fn hold(
             body,
             prompt_tokens,
             gw.reserve_output_tokens,
+            extra,
         )?)
     } else {
         None

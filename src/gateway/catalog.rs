@@ -40,6 +40,9 @@ pub struct RouteEntry {
     pub exploration_cap: Option<f64>,
     pub cache: Option<crate::config::CacheConfig>,
     pub latency_slo_ms: Option<u64>,
+    /// `ttft_deadline_ms`: when to hedge to a second model.
+    pub ttft_deadline: Option<std::time::Duration>,
+    pub continue_stream_on_fallback: bool,
 }
 
 pub struct Catalog {
@@ -132,5 +135,7 @@ fn route_entry(
         exploration_cap: r.exploration_cap,
         cache: r.cache,
         latency_slo_ms: r.latency_slo_ms,
+        ttft_deadline: r.ttft_deadline_ms.map(std::time::Duration::from_millis),
+        continue_stream_on_fallback: r.continue_stream_on_fallback,
     })
 }

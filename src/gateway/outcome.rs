@@ -55,6 +55,7 @@ pub struct Ending<'a> {
 /// What the policy learns from a finished request.
 #[derive(Debug, Clone, Copy)]
 pub struct Settled {
+    /// The answering model's own cost (not what other attempts were billed).
     pub cost_usd: f64,
     pub latency_s: f64,
 }
@@ -79,13 +80,19 @@ impl Draft {
             (Some(m), Some(u)) if !self.cache_hit => m.prices.cost_usd(&u),
             _ => 0.0,
         };
+        // Attempts that did not give the answer but were probably billed (a
+        // hedge's loser, a broken stream continued elsewhere) count towards
+        // the request's cost and the key's spend; their metrics were
+        // recorded when they ended, under their own model.
+        let billed_elsewhere: f64 = self.chain.iter().filter_map(|a| a.cost_usd).sum();
+        let total_cost = cost + billed_elsewhere;
         let model_name = end.model.map(|m| m.name.as_str().to_owned());
         let provider = end.model.map(|m| m.provider.name.clone());
         spans::record_outcome(
             &self.span,
             end.model.map(|m| (m.name.as_str(), m.provider.kind)),
             usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
-            cost,
+            total_cost,
             end.error_kind,
         );
         record_metrics(
@@ -117,7 +124,7 @@ impl Draft {
             completion_tokens: usage
                 .map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
             tokens_counted_locally: usage.is_some_and(|u| u.counted_locally),
-            cost_usd: cost,
+            cost_usd: total_cost,
             latency_ms: latency.as_secs_f64() * 1000.0,
             ttft_ms: end.ttft_ms,
             ok,
@@ -130,7 +137,7 @@ impl Draft {
             assignment: self.assignment,
         };
         if let Some(k) = key {
-            k.settle(cost, usage.map_or(0, |u| u.completion_tokens));
+            k.settle(total_cost, usage.map_or(0, |u| u.completion_tokens));
         }
         outbox.send(Event::Request(Box::new(record)));
         Settled {

@@ -17,7 +17,9 @@ use super::attempt::{Answer, Attempts, Failure};
 use super::cache;
 use super::cached;
 use super::catalog::Target;
+use super::continuation::Continuation;
 use super::decide::Decision;
+use super::hedge::{self, Hedging};
 use super::options::RouterOptions;
 use super::outcome::{Draft, Ending};
 use super::recent::DecisionMemo;
@@ -129,6 +131,13 @@ async fn run(
         }
     }
 
+    let (hedge_after, continue_streams) = match &target {
+        Target::Route(r) => (
+            r.ttft_deadline,
+            r.continue_stream_on_fallback && checked.stream,
+        ),
+        Target::Model(_) => (None, false),
+    };
     let (decision, route_index, eligible_names) = match target {
         Target::Model(m) => {
             super::route::check_direct(gw, m.index)?;
@@ -189,7 +198,11 @@ async fn run(
     );
 
     // Client key: hold the worst-case cost before any upstream call.
-    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens)?;
+    let extra = admission::Extra {
+        hedged: hedge_after.is_some(),
+        continued: continue_streams,
+    };
+    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens, extra)?;
     let mut draft = Draft {
         id: meta.request_id.clone(),
         created_at: chrono::Utc::now(),
@@ -215,15 +228,20 @@ async fn run(
         breakers: &gw.breakers,
         resilience: &gw.resilience,
     };
-    let answer = attempts
-        .run(
-            &decision.ranking,
-            body,
-            checked.stream,
-            deadline,
-            &mut draft.chain,
-        )
-        .await;
+    let hedging = hedge_after.map(|after| Hedging {
+        route: meta.route.as_deref().unwrap_or("-"),
+        after,
+    });
+    let answer = hedge::answer(
+        &attempts,
+        hedging,
+        &decision.ranking,
+        body,
+        checked.stream,
+        deadline,
+        &mut draft.chain,
+    )
+    .await;
     teach_failed_attempts(gw, &meta.request_id, &draft.chain, started);
     match answer {
         Ok(Answer::Complete {
@@ -276,12 +294,20 @@ async fn run(
             ttft,
         }) => {
             meta.model = Some(gw.catalog.models[model].name.as_str().to_owned());
+            let continuation = continue_streams
+                .then(|| {
+                    let route = meta.route.clone().unwrap_or_default();
+                    let body = std::mem::take(body);
+                    Continuation::new(gw, &decision.ranking, &draft.chain, body, route)
+                })
+                .flatten();
             let parts = StreamParts {
                 gateway: gw.clone(),
                 model,
                 request_id: meta.request_id.clone(),
                 include_usage: checked.include_usage,
                 ttft_ms: ttft.as_secs_f64() * 1000.0,
+                continuation,
             };
             Ok(ChatReply::Stream(Box::pin(client_stream(
                 parts, draft, first, rest,
@@ -310,8 +336,11 @@ async fn run(
 }
 
 /// Every model that failed on its own account (not the client's) learns
-/// quality 0 for this prompt, whether or not a fallback then answered.
-fn teach_failed_attempts(
+/// quality 0 for this prompt, whether or not a fallback then answered. A
+/// hedge cancelled early teaches nothing; one overtaken after missing the
+/// TTFT deadline is a failure, and its censored time counts in the
+/// latency-SLO statistics as a lower bound (`hedge`).
+pub(super) fn teach_failed_attempts(
     gw: &Gateway,
     request_id: &str,
     chain: &[crate::store::AttemptRecord],
@@ -322,12 +351,17 @@ fn teach_failed_attempts(
         let Some(kind) = a.error.as_deref() else {
             continue;
         };
-        if matches!(kind, "invalid_request" | "too_large" | "deadline")
-            || taught.contains(&a.model.as_str())
+        if matches!(
+            kind,
+            "invalid_request" | "too_large" | "deadline" | hedge::CANCELLED_HEDGE
+        ) || taught.contains(&a.model.as_str())
         {
             continue;
         }
         if let Some(m) = gw.catalog.model(&a.model) {
+            if let (hedge::OVERTAKEN, Some(ms)) = (kind, a.elapsed_ms) {
+                gw.latency.record(m.index, ms);
+            }
             gw.learn_outcome(
                 request_id,
                 m.index,

@@ -1,7 +1,9 @@
 //! The client's side of a streamed answer: upstream chunks re-labelled with
 //! the router's request id and model name, framed as SSE, ended by
 //! `data: [DONE]` only when the upstream really finished. A failure after the
-//! first byte ends the stream with an explicit error event instead.
+//! first byte ends the stream with an explicit error event instead — or,
+//! on a route with `continue_stream_on_fallback`, is continued on the next
+//! model in the same stream (`continuation`).
 //!
 //! The request's row is written when the stream ends — or, if the client
 //! goes away first, when the stream is dropped: then the upstream response
@@ -15,12 +17,14 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
+use super::continuation::Continuation;
 use super::outcome::{Draft, Ending};
 use super::Gateway;
 use crate::error::ApiError;
 use crate::providers::openai::parse_usage;
 use crate::providers::sse::encode_data;
-use crate::providers::{ChunkStream, Usage};
+use crate::providers::{tokens, ChunkStream, UpstreamError, Usage};
+use crate::telemetry::names;
 
 /// Text kept for local token counting is capped; past it the count is a floor.
 const MAX_TEXT_FOR_COUNTING: usize = 4 * 1024 * 1024;
@@ -34,6 +38,8 @@ pub struct StreamParts {
     pub request_id: String,
     pub include_usage: bool,
     pub ttft_ms: f64,
+    /// Set when the route continues broken streams on its next model.
+    pub continuation: Option<Continuation>,
 }
 
 struct State {
@@ -42,7 +48,18 @@ struct State {
     first: Option<Value>,
     rest: ChunkStream,
     usage: Option<Usage>,
+    /// The answer's text so far, all models included.
     text: String,
+    /// Where the current model's part of `text` begins.
+    segment: usize,
+    /// When the current model's stream was handed over.
+    segment_since: std::time::Instant,
+    /// Plain text in one choice, unfinished: a continuation could extend it.
+    continuable: bool,
+    /// Chunks come from a continuation: drop their `role` delta, and the
+    /// leading whitespace the prefix lost while `trim_leading` holds.
+    continued: bool,
+    trim_leading: bool,
     done: bool,
 }
 
@@ -60,7 +77,7 @@ impl State {
                 Ending {
                     model: Some(model),
                     usage: self.usage,
-                    completion_text: &self.text,
+                    completion_text: self.text.get(self.segment..).unwrap_or(""),
                     ttft_ms: Some(self.parts.ttft_ms),
                     status_code: status,
                     error_kind: error,
@@ -86,13 +103,9 @@ impl State {
         if let Some(u) = parse_usage(chunk.get("usage")) {
             self.usage = Some(u);
         }
-        if let Some(Value::Array(choices)) = chunk.get("choices") {
+        if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
             for c in choices {
-                if let Some(Value::String(t)) = c.pointer("/delta/content") {
-                    if self.text.len() < MAX_TEXT_FOR_COUNTING {
-                        self.text.push_str(t);
-                    }
-                }
+                self.inspect_choice(c);
             }
         }
         let obj = chunk.as_object_mut()?;
@@ -115,6 +128,136 @@ impl State {
         let mut out = Vec::with_capacity(256);
         encode_data(&mut out, &serde_json::to_string(&chunk).ok()?);
         Some(out)
+    }
+
+    /// Keeps the text, notes whether the answer could still be continued,
+    /// and smooths a continuation's seam.
+    fn inspect_choice(&mut self, c: &mut Value) {
+        if c.get("index").and_then(Value::as_u64).unwrap_or(0) != 0
+            || c.get("finish_reason").is_some_and(|f| !f.is_null())
+        {
+            self.continuable = false;
+        }
+        let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut) else {
+            return;
+        };
+        if ["tool_calls", "function_call"]
+            .iter()
+            .any(|k| delta.get(*k).is_some_and(|v| !v.is_null()))
+        {
+            self.continuable = false;
+        }
+        if self.continued {
+            delta.remove("role");
+        }
+        if let Some(Value::String(t)) = delta.get_mut("content") {
+            if self.trim_leading {
+                let trimmed = t.trim_start();
+                if !trimmed.is_empty() {
+                    self.trim_leading = false;
+                }
+                *t = trimmed.to_owned();
+            }
+            if self.text.len() < MAX_TEXT_FOR_COUNTING {
+                self.text.push_str(t);
+            } else {
+                // The kept text is no longer the whole answer.
+                self.continuable = false;
+            }
+        }
+    }
+
+    /// The stream broke after its first byte: on a route that allows it,
+    /// hand the answer to the next model. True when one took it over.
+    async fn continue_elsewhere(&mut self, e: &UpstreamError) -> bool {
+        let Some(mut cont) = self.parts.continuation.take() else {
+            return false;
+        };
+        let Some(draft) = self.draft.as_mut() else {
+            return false;
+        };
+        if !self.continuable {
+            return false;
+        }
+        let gw = self.parts.gateway.clone();
+        let broken = &gw.catalog.models[self.parts.model];
+        // What the broken stream was probably billed: its prompt (the
+        // request plus any earlier prefix) and the text it produced.
+        let (before, own) = self.text.split_at(self.segment.min(self.text.len()));
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: tokens::count_messages(draft.messages.as_ref())
+                .saturating_add(tokens::count_text(before)),
+            completion_tokens: tokens::count_text(own),
+            counted_locally: true,
+        });
+        let cost = broken.prices.cost_usd(&usage);
+        if let Some(rec) = draft
+            .chain
+            .iter_mut()
+            .rev()
+            .find(|a| a.model == broken.name.as_str() && a.error.is_none())
+        {
+            rec.error = Some(e.kind.as_str().to_owned());
+            rec.status = e.status;
+            rec.cost_usd = Some(cost);
+            rec.elapsed_ms = Some(self.segment_since.elapsed().as_secs_f64() * 1000.0);
+        }
+        tracing::warn!(model = broken.name.as_str(), kind = e.kind.as_str(), error = %e.message,
+            "The upstream stream failed after the first byte; continuing on the next model.");
+        let tried_before = draft.chain.len();
+        let resumed = cont.resume(&gw, &self.text, &mut draft.chain).await;
+        let labels = |model: &str, outcome: &'static str| {
+            [
+                ("route", cont.route.clone()),
+                ("model", model.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ]
+        };
+        let r = match resumed {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!(names::STREAM_CONTINUATIONS, &labels("-", "failed")).increment(1);
+                super::pipeline::teach_failed_attempts(
+                    &gw,
+                    &self.parts.request_id,
+                    &draft.chain[tried_before..],
+                    draft.started,
+                );
+                return false;
+            }
+        };
+        let next = gw.catalog.models[r.model].name.as_str();
+        metrics::counter!(names::STREAM_CONTINUATIONS, &labels(next, "resumed")).increment(1);
+        if cost > 0.0 {
+            metrics::counter!(names::COST_USD, "route" => cont.route.clone(),
+                "model" => broken.name.as_str().to_owned(), "provider" => broken.provider.name.clone())
+            .increment((cost * 1e6).round() as u64);
+        }
+        // The broken model failed this request; the new one answers it.
+        let elapsed = draft.started.elapsed().as_secs_f64();
+        gw.learn_outcome(
+            &self.parts.request_id,
+            self.parts.model,
+            false,
+            cost,
+            elapsed,
+        );
+        super::pipeline::teach_failed_attempts(
+            &gw,
+            &self.parts.request_id,
+            &draft.chain[tried_before..],
+            draft.started,
+        );
+        self.parts.model = r.model;
+        self.first = Some(r.first);
+        self.rest = r.rest;
+        self.usage = None;
+        self.trim_leading = self.text.ends_with(char::is_whitespace);
+        self.segment = self.text.len();
+        self.segment_since = std::time::Instant::now();
+        self.continued = true;
+        self.parts.continuation = Some(cont);
+        true
     }
 }
 
@@ -140,6 +283,11 @@ pub fn client_stream(
         rest,
         usage: None,
         text: String::new(),
+        segment: 0,
+        segment_since: std::time::Instant::now(),
+        continuable: true,
+        continued: false,
+        trim_leading: false,
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -163,6 +311,9 @@ pub fn client_stream(
                     return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), st));
                 }
                 Some(Err(e)) => {
+                    if st.continue_elsewhere(&e).await {
+                        continue;
+                    }
                     st.done = true;
                     tracing::warn!(kind = e.kind.as_str(), error = %e.message,
                         "The upstream stream failed after the first byte.");

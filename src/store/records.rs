@@ -8,9 +8,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub model: String,
-    /// `None` when this attempt answered; otherwise the error kind.
+    /// `None` when this attempt answered; otherwise the error kind
+    /// (`hedge_cancelled` / `ttft_deadline` for a hedge race's loser).
     pub error: Option<String>,
     pub status: Option<u16>,
+    /// What this attempt probably cost although it did not give the answer:
+    /// a stream broken mid-way and then continued elsewhere, or a hedge
+    /// race's loser (its prompt). Included in the request's `cost_usd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// How long the attempt ran before it failed or was cancelled; for a
+    /// cancelled one a lower bound of what it would have taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<f64>,
+}
+
+impl AttemptRecord {
+    pub fn new(model: &str, error: Option<&str>, status: Option<u16>) -> Self {
+        Self {
+            model: model.to_owned(),
+            error: error.map(str::to_owned),
+            status,
+            cost_usd: None,
+            elapsed_ms: None,
+        }
+    }
 }
 
 /// Everything the router knows about one request once it has ended.

@@ -24,6 +24,16 @@ pub mod names {
     pub const LEARNING_DROPPED: &str = "switchboard_learning_updates_dropped_total";
     /// Requests that ended in an error, by `route`, `model`, `provider`, `kind`.
     pub const REQUEST_ERRORS: &str = "switchboard_request_errors_total";
+    /// Hedges started (`ttft_deadline_ms` passed without an answer), by
+    /// `route` and the hedge's `model`.
+    pub const HEDGES: &str = "switchboard_hedges_total";
+    /// Hedges that answered first (the earlier attempt was cancelled), by
+    /// `route` and the hedge's `model`.
+    pub const HEDGE_WINS: &str = "switchboard_hedge_wins_total";
+    /// Streams broken after their first byte and continued on another
+    /// model, by `route`, the `model` that continued and `outcome`
+    /// (`resumed` / `failed`).
+    pub const STREAM_CONTINUATIONS: &str = "switchboard_stream_continuations_total";
     /// Circuit state per `model`: 0 closed, 1 open, 2 half-open (probing).
     pub const BREAKER_STATE: &str = "switchboard_circuit_state";
     // Recorded by the learning core:
