@@ -46,6 +46,11 @@ pub struct LoadArgs {
     /// Hold this many streams open instead of running a timed loop.
     #[arg(long)]
     pub hold: Option<usize>,
+    /// Send exactly this many requests (shared by all users), then stop;
+    /// every one counts (no warm-up, no deadline). For instruction counting
+    /// (`scripts/count-instructions.sh`), where a fixed amount of work matters.
+    #[arg(long)]
+    pub requests: Option<u64>,
 }
 
 /// Latency percentiles in microseconds.
@@ -75,6 +80,20 @@ struct Cfg {
     body: Bytes,
     measure_from: Instant,
     end: Instant,
+    /// `--requests`: how many are still to be sent.
+    left: Option<std::sync::atomic::AtomicU64>,
+}
+
+impl Cfg {
+    /// Whether a user may send another request.
+    fn go_on(&self) -> bool {
+        match &self.left {
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+            None => Instant::now() < self.end,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -210,7 +229,7 @@ fn note(stats: &mut Stats, e: &anyhow::Error) {
 async fn user(cfg: Arc<Cfg>) -> Stats {
     let mut stats = Stats::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
-    while Instant::now() < cfg.end {
+    while cfg.go_on() {
         let sender = match conn.as_mut() {
             Some(s) if !s.is_closed() => s,
             _ => match connect(&cfg.args.addr).await {
@@ -225,7 +244,9 @@ async fn user(cfg: Arc<Cfg>) -> Stats {
         let started = Instant::now();
         match one(sender, &cfg).await {
             Ok((total, ttfb, rid)) => {
-                if started >= cfg.measure_from && Instant::now() <= cfg.end {
+                let counted = cfg.left.is_some()
+                    || (started >= cfg.measure_from && Instant::now() <= cfg.end);
+                if counted {
                     stats.ok += 1;
                     stats
                         .latency_us
@@ -274,10 +295,12 @@ fn pcts(mut v: Vec<u32>) -> Pcts {
 async fn timed(args: LoadArgs) -> anyhow::Result<CellResult> {
     let now = Instant::now();
     let measure_from = now + Duration::from_secs_f64(args.warmup_s);
+    let started = Instant::now();
     let cfg = Arc::new(Cfg {
         body: chat_body(&args.model, args.stream),
         end: measure_from + Duration::from_secs_f64(args.duration_s),
         measure_from,
+        left: args.requests.map(std::sync::atomic::AtomicU64::new),
         args,
     });
     let tasks: Vec<_> = (0..cfg.args.concurrency)
@@ -297,7 +320,10 @@ async fn timed(args: LoadArgs) -> anyhow::Result<CellResult> {
         ok: all.ok,
         errors: all.errors,
         feedback_errors: all.feedback_errors,
-        rps: all.ok as f64 / cfg.args.duration_s,
+        rps: match cfg.left {
+            Some(_) => all.ok as f64 / started.elapsed().as_secs_f64(),
+            None => all.ok as f64 / cfg.args.duration_s,
+        },
         latency: pcts(all.latency_us),
         ttfb: cfg.args.stream.then(|| pcts(all.ttfb_us)),
         first_error: all.first_error,
@@ -311,6 +337,7 @@ async fn hold(args: LoadArgs, n: usize) -> anyhow::Result<()> {
         body: chat_body(&args.model, true),
         measure_from: Instant::now(),
         end: Instant::now(),
+        left: None,
         args,
     });
     let ready = Arc::new(AtomicUsize::new(0));
