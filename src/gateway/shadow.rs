@@ -121,6 +121,8 @@ async fn call(
             model: entry.name.as_str().to_owned(),
             error,
             status: (!ok).then_some(status),
+            cost_usd: None,
+            elapsed_ms: None,
         }],
         attempts: 1,
         cache_hit: false,
