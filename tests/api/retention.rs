@@ -44,6 +44,7 @@ fn request(id: &str, at: DateTime<Utc>) -> Event {
         attempts: 1,
         cache_hit: false,
         tags: None,
+        assignment: Default::default(),
     }))
 }
 

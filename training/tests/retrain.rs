@@ -195,7 +195,7 @@ async fn sqlite_trainer_lock_is_a_lease_taken_over_only_when_expired() {
 
 /// The label each replica serves for route `learned`.
 fn label(r: &startup::Running) -> String {
-    r.gateway.learning.routes[0]
+    r.gateway().learning.routes[0]
         .policy
         .load()
         .label()
