@@ -282,13 +282,28 @@ impl LearningWriter {
                     *route,
                     self.live_writer(*route).map(|w| w.apply_outcome(outcome)),
                 ),
-                Update::Swap { route, snapshot } => (
-                    *route,
-                    self.live_writer(*route).map(|w| {
-                        w.replace((**snapshot).clone());
-                        Ok(Default::default())
-                    }),
-                ),
+                Update::Swap { route, snapshot } => {
+                    // Prepared by the watcher against the route's spec at the
+                    // time; a reload since may have changed the arms.
+                    let fitted = self
+                        .specs
+                        .get(*route)
+                        .map(|spec| (**snapshot).clone().prepare(spec));
+                    match fitted {
+                        Some(Ok(s)) => (
+                            *route,
+                            self.live_writer(*route).map(|w| {
+                                w.replace(s);
+                                Ok(Default::default())
+                            }),
+                        ),
+                        Some(Err(e)) => {
+                            tracing::warn!(route = %self.routes[*route], error = %e, "An activated policy no longer fits the reloaded route; keeping the current one.");
+                            (*route, None)
+                        }
+                        None => (*route, None),
+                    }
+                }
                 Update::Quality { route, quality } => {
                     if let Some(name) = self.routes.get(*route) {
                         metrics::histogram!(names::REWARD, "route" => name.clone())
