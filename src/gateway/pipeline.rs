@@ -164,16 +164,6 @@ async fn run(
             (routed.decision, Some(routed.route), routed.eligible)
         }
     };
-    if let Some((experiment, model)) = &decision.mirror {
-        super::shadow::spawn(
-            gw,
-            experiment.clone(),
-            *model,
-            body,
-            &meta.request_id,
-            meta.route.as_deref(),
-        );
-    }
     meta.policy_version = Some(decision.policy_version.clone());
     if wants_explanation(headers) {
         meta.decision_summary = Some(decision.summary.clone());
@@ -203,6 +193,16 @@ async fn run(
         continued: continue_streams,
     };
     let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens, extra)?;
+    if let Some((experiment, model)) = &decision.mirror {
+        super::shadow::spawn(
+            gw,
+            experiment.clone(),
+            *model,
+            body,
+            &meta.request_id,
+            meta.route.as_deref(),
+        );
+    }
     let mut draft = Draft {
         id: meta.request_id.clone(),
         created_at: chrono::Utc::now(),
