@@ -90,8 +90,15 @@ impl RouteDecision<'_> {
             ApiError::internal(format!("The route's policy could not decide: {e}"))
         })?;
         let mut assignment = Assignment::default();
+        // A tier that must never be experimented on is never forced onto
+        // an onboarding model (retirement still applies: it is not a test).
+        let no_tests = opts
+            .tier
+            .as_deref()
+            .and_then(|t| learner.tier_exploration_caps.get(t))
+            == Some(&0.0);
         if let Some(plan) = self.plan {
-            if let Some(forced) = self.lifecycle(plan, &mut d, &mut rng) {
+            if let Some(forced) = self.lifecycle(plan, no_tests, &mut d, &mut rng) {
                 assignment = forced;
             }
         }
@@ -140,6 +147,7 @@ impl RouteDecision<'_> {
     fn lifecycle(
         &self,
         plan: &RoutePlan,
+        no_tests: bool,
         d: &mut BanditDecision,
         rng: &mut impl rand::Rng,
     ) -> Option<Assignment> {
@@ -156,7 +164,7 @@ impl RouteDecision<'_> {
         let forced: Vec<(usize, f64)> = plan
             .onboarding
             .iter()
-            .filter(|o| o.has_quota())
+            .filter(|o| !no_tests && o.has_quota())
             .filter_map(|o| Some((arm_of(o.model)?, o.share)))
             .collect();
         let pi: Vec<(usize, f64)> = d

@@ -35,7 +35,7 @@ pub fn decide_for_route(
 ) -> Result<Routed, ApiError> {
     let plan = gw.plan.load();
     let acting = plan.routes.get(route.index).and_then(|p| p.acting.as_ref());
-    let Some(a) = acting else {
+    let Some(a) = acting.filter(|_| !kept_out(gw, route, body, options)) else {
         return decide_on(gw, &plan, route, body, options, None);
     };
     let user = options.user.as_deref().filter(|_| a.sticky);
@@ -102,6 +102,36 @@ pub fn decide_for_route(
     routed.decision.assignment = mark(arm);
     routed.decision.assignment.counterfactual = shadowed;
     Ok(routed)
+}
+
+/// Requests a rule pins, and tiers whose exploration cap on the route is 0
+/// (`tier_exploration_caps`: "never experiment on these"), stay out of
+/// canaries and A/B splits: they follow their own rules throughout.
+fn kept_out(
+    gw: &Gateway,
+    route: &RouteEntry,
+    body: &Map<String, Value>,
+    options: &RouterOptions,
+) -> bool {
+    let tier_cap = options.tier.as_deref().and_then(|t| {
+        gw.learning.routes[route.index]
+            .tier_exploration_caps
+            .get(t)
+            .copied()
+    });
+    if tier_cap == Some(0.0) {
+        return true;
+    }
+    let needs = Needs::of(body);
+    let cx = RuleContext {
+        key: None,
+        tenant: None,
+        tier: options.tier.as_deref(),
+        tags: Some(&options.tags),
+        prompt_tokens: needs.prompt_tokens_estimate,
+        needs: &needs.capabilities,
+    };
+    first_match(&gw.rules, route.name.as_str(), &cx).is_some_and(|(_, r)| r.pin.is_some())
 }
 
 /// The route policy's probability of `model` in a decision receipt (0 if

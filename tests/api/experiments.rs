@@ -590,3 +590,63 @@ share = 1.0
     assert!(out.iter().all(|(_, m)| m == "small"), "{out:?}");
     app.shutdown().await;
 }
+
+/// Premium traffic pinned by a rule and a tier that must never be
+/// experimented on stay out of a canary that takes everyone else.
+#[tokio::test]
+async fn pinned_and_protected_tiers_stay_out_of_experiments() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a, &b, r#"["small"]"#, 0)
+        + r#"tier_exploration_caps = { batch = 0.0 }
+
+[[rules]]
+match = { tier = "premium" }
+route = "main"
+pin = "small"
+
+[[experiments]]
+name = "everyone"
+route = "main"
+kind = "canary"
+candidate = "large"
+share = 1.0
+"#;
+    let app = spawn(&cfg, Db::Postgres).await;
+    let tiered = |tier: &str| {
+        let app = &app;
+        let body = json!({"model": "main", "messages": [{"role": "user", "content": "hi"}],
+                          "switchboard": {"tier": tier}});
+        async move {
+            let r = app.chat(body).await;
+            assert_eq!(r.status(), 200);
+            (
+                r.headers()["x-switchboard-model"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+                r.headers()["x-switchboard-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    };
+    let (m, _) = tiered("free").await;
+    assert_eq!(m, "large", "the canary takes ordinary traffic");
+    for tier in ["premium", "batch"] {
+        let (m, id) = tiered(tier).await;
+        assert_eq!(m, "small", "{tier} was experimented on");
+        let row = app.request_row(&id).await;
+        assert_eq!(row.model.as_deref(), Some("small"));
+        let n = scalar(
+            &app,
+            &format!("SELECT COUNT(*) FROM requests WHERE id = '{id}' AND experiment IS NULL"),
+        )
+        .await;
+        assert_eq!(n, 1, "{tier} recorded as part of the experiment");
+    }
+    app.shutdown().await;
+}
