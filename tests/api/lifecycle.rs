@@ -282,3 +282,50 @@ async fn learned_state_carries_over_a_reload_for_arms_that_remain() {
     assert_eq!(doc["arms"].as_array().unwrap().len(), 1);
     app.shutdown().await;
 }
+
+/// A control changed on one replica reaches another on the same database
+/// (LISTEN/NOTIFY), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_follows_controls_made_on_the_first() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a, &b, r#"["large", "small"]"#, 0);
+    let first = spawn(&cfg, Db::Postgres).await;
+    let second = crate::helpers::spawn_on(&cfg, &first.db_url, tempfile::tempdir().unwrap()).await;
+    assert_eq!(model_of(&second, "main").await, "large");
+    let r = first
+        .admin(Method::POST, "/admin/models/large/disable", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut followed = false;
+    for _ in 0..200 {
+        if model_of(&second, "main").await == "small" {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(followed, "the second replica never saw the disabled model");
+    let r = first
+        .admin(
+            Method::POST,
+            "/admin/experiments/all/start",
+            Some(json!({"route": "main", "kind": "canary", "candidate": "small", "share": 1.0})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut seen = false;
+    for _ in 0..200 {
+        let list = get(&second, "/admin/experiments").await;
+        if list["data"][0]["name"] == "all" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "the second replica never saw the experiment");
+    second.shutdown().await;
+    first.shutdown().await;
+}
