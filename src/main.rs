@@ -102,7 +102,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, env)) {
+    let result = runtime.block_on(run(cli.command, env));
+    switchboard::telemetry::shutdown_tracing();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,6 +1,7 @@
 //! Tracing setup and metric names. Metric names are constants so that a
 //! dashboard and the code cannot drift apart; labels stay low-cardinality.
 
+pub mod otlp;
 pub mod spans;
 
 pub mod names {
@@ -69,18 +70,54 @@ pub mod buckets {
     pub const REWARD: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 }
 
+/// The tracer provider `init_tracing` installed, flushed by `shutdown_tracing`.
+static OTLP: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> =
+    std::sync::OnceLock::new();
+
 /// Installs the global subscriber: human-readable by default, JSON when
-/// `json` is set. `RUST_LOG` filters as usual (default `info`).
+/// `json` is set. `RUST_LOG` filters as usual (default `info`). With an OTLP
+/// endpoint in the environment (`otlp.rs`), spans are also exported.
 pub fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = if json {
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer().boxed()
     };
+    let env: crate::config::Env = std::env::vars().collect();
+    let service = env
+        .get("OTEL_SERVICE_NAME")
+        .cloned()
+        .unwrap_or_else(|| "switchboard".into());
+    let provider = otlp::endpoint(&env).and_then(|e| match otlp::provider(&e, &service) {
+        Ok(p) => Some(p),
+        Err(err) => {
+            eprintln!("warning: OTLP export to {e} is off: {err}");
+            None
+        }
+    });
+    let otel = provider.as_ref().map(otlp::layer);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let installed = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init()
+        .is_ok();
+    if let (true, Some(p)) = (installed, provider) {
+        let _ = OTLP.set(p);
+    }
+}
+
+/// Exports the spans still batched (call before the process exits).
+pub fn shutdown_tracing() {
+    if let Some(p) = OTLP.get() {
+        if let Err(e) = p.shutdown() {
+            eprintln!("warning: flushing OTLP spans failed: {e}");
+        }
+    }
 }
 
 /// Installs the Prometheus recorder and returns the handle `/metrics` renders.

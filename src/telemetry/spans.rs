@@ -1,7 +1,10 @@
 //! Tracing spans for one request, its decision and each upstream call, with
 //! OpenTelemetry GenAI semantic-convention field names (`gen_ai.*`), so an
-//! OTLP/JSON pipeline maps them without translation. Only names, counts and
-//! ids are recorded: never prompts, completions or keys.
+//! OTLP pipeline maps them without translation (`otlp.rs` exports them
+//! when an endpoint is configured; `otel.name` / `otel.kind` /
+//! `otel.status_code` set the exported span's name, kind and status, as the
+//! GenAI conventions name spans `{operation} {model}`). Only names, counts
+//! and ids are recorded: never prompts, completions or keys.
 
 use tracing::field::Empty;
 use tracing::Span;
@@ -13,10 +16,14 @@ pub fn request(request_id: &str) -> Span {
     tracing::info_span!(
         "chat",
         request_id,
+        "otel.name" = Empty,
+        "otel.kind" = "server",
+        "otel.status_code" = Empty,
         "gen_ai.operation.name" = "chat",
         "gen_ai.request.model" = Empty,
         "gen_ai.response.model" = Empty,
         "gen_ai.system" = Empty,
+        "gen_ai.provider.name" = Empty,
         "gen_ai.usage.input_tokens" = Empty,
         "gen_ai.usage.output_tokens" = Empty,
         "switchboard.route" = Empty,
@@ -25,8 +32,11 @@ pub fn request(request_id: &str) -> Span {
     )
 }
 
-/// The span around the policy's decision for a route.
+/// The span around the policy's decision for a route. Also names the
+/// current (request) span `chat {route}` for OTLP export: the exported span
+/// starts when its first child does, so its name must be set before this one.
 pub fn decision(route: &str) -> Span {
+    Span::current().record("otel.name", format!("chat {route}"));
     tracing::info_span!("decide", "switchboard.route" = route)
 }
 
@@ -34,8 +44,11 @@ pub fn decision(route: &str) -> Span {
 pub fn upstream(model: &str, upstream_model: &str, kind: ProviderKind) -> Span {
     tracing::info_span!(
         "upstream",
+        "otel.name" = format!("chat {upstream_model}"),
+        "otel.kind" = "client",
         "gen_ai.operation.name" = "chat",
         "gen_ai.system" = system(kind),
+        "gen_ai.provider.name" = system(kind),
         "gen_ai.request.model" = upstream_model,
         "switchboard.model" = model,
     )
@@ -52,6 +65,10 @@ pub fn system(kind: ProviderKind) -> &'static str {
 /// What the request asked for.
 pub fn record_request(span: &Span, requested_model: &str, route: Option<&str>) {
     span.record("gen_ai.request.model", requested_model);
+    if route.is_none() {
+        // A direct model request has no decision span to name it.
+        span.record("otel.name", format!("chat {requested_model}"));
+    }
     if let Some(r) = route {
         span.record("switchboard.route", r);
     }
@@ -68,6 +85,7 @@ pub fn record_outcome(
     if let Some((name, kind)) = model {
         span.record("gen_ai.response.model", name);
         span.record("gen_ai.system", system(kind));
+        span.record("gen_ai.provider.name", system(kind));
     }
     if let Some((input, output)) = tokens {
         span.record("gen_ai.usage.input_tokens", input);
@@ -76,5 +94,6 @@ pub fn record_outcome(
     span.record("switchboard.cost_usd", cost_usd);
     if let Some(k) = error_kind {
         span.record("error.type", k);
+        span.record("otel.status_code", "ERROR");
     }
 }

@@ -27,6 +27,7 @@ mod metrics;
 mod mock;
 mod mock_anthropic;
 mod mock_raw;
+mod otlp;
 mod outage;
 mod process;
 mod python_sdk;
