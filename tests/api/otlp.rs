@@ -45,7 +45,10 @@ fn receiver() -> (String, Bodies) {
                     async move {
                         store.lock().unwrap().push(body.to_vec());
                         // An empty ExportTraceServiceResponse.
-                        ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
                     }
                 }),
             );
@@ -110,16 +113,20 @@ async fn spans_are_exported_over_otlp_with_genai_attributes_and_no_prompt_or_key
     for body in &raw {
         let text = String::from_utf8_lossy(body);
         assert!(!text.contains(PROMPT), "the prompt was exported");
-        assert!(!text.contains("sk-test-secret"), "the provider key was exported");
+        assert!(
+            !text.contains("sk-test-secret"),
+            "the provider key was exported"
+        );
         let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         for rs in req.resource_spans {
             let service = rs
                 .resource
                 .as_ref()
                 .map(|r| {
-                    r.attributes
-                        .iter()
-                        .any(|kv| kv.key == "service.name" && format!("{:?}", kv.value).contains("switchboard-test"))
+                    r.attributes.iter().any(|kv| {
+                        kv.key == "service.name"
+                            && format!("{:?}", kv.value).contains("switchboard-test")
+                    })
                 })
                 .unwrap_or(false);
             assert!(service, "service.name is set");
