@@ -1,6 +1,7 @@
 //! Multi-row inserts for a batch of events, one transaction per batch.
-//! Written once, generic over the backend, so Postgres and SQLite run the
-//! same statements (built with `QueryBuilder::push_bind`, never `format!`).
+//! Written once, generic over the backend (built with
+//! `QueryBuilder::push_bind`, never `format!`); SQLite writes with these,
+//! Postgres with one array per column instead (`batch_pg.rs`).
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -8,8 +9,29 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::records::{Event, FeedbackRecord, RequestRecord};
 
-/// Rows per statement: keeps bind parameters under SQLite's and Postgres's limits.
-pub(super) const ROWS_PER_STATEMENT: usize = 500;
+/// Most rows per statement: keeps bind parameters under SQLite's limit
+/// (256 rows x 29 columns = 7,424 binds of at most 32,766).
+pub(super) const ROWS_PER_STATEMENT: usize = 256;
+
+/// Cuts `rows` into statements of power-of-two sizes (256, 128, ..., 1),
+/// largest first. The statement text depends only on its row count, so
+/// there are at most nine texts per table and every one stays in the
+/// connection's prepared-statement cache. Cutting at whatever size a batch
+/// happened to have made nearly every batch a new text: SQLite parsed and
+/// planned a ~26-row insert (with its triggers) for each, ~400,000
+/// instructions a time, about 36,000 per request at one request in flight
+/// (callgrind, docs/performance.md).
+pub(super) fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = ROWS_PER_STATEMENT.min(1 << rows.len().ilog2());
+        let (head, tail) = rows.split_at(n);
+        rows = tail;
+        Some(head)
+    })
+}
 
 /// Splits a batch into its request rows and feedback rows, in order.
 pub(super) fn split(events: &[Event]) -> (Vec<&RequestRecord>, Vec<&FeedbackRecord>) {
@@ -128,11 +150,11 @@ macro_rules! write_events {
         let (requests, feedback) = $crate::store::batch::split($events);
         let mut tx = $pool.begin().await?;
         // Requests first: feedback in the same batch may refer to them.
-        for chunk in requests.chunks($crate::store::batch::ROWS_PER_STATEMENT) {
+        for chunk in $crate::store::batch::statement_chunks(&requests) {
             let mut qb = $crate::store::batch::insert_requests::<$db>(chunk);
             qb.build().execute(&mut *tx).await?;
         }
-        for chunk in feedback.chunks($crate::store::batch::ROWS_PER_STATEMENT) {
+        for chunk in $crate::store::batch::statement_chunks(&feedback) {
             let mut qb = $crate::store::batch::insert_feedback::<$db>(chunk);
             qb.build().execute(&mut *tx).await?;
         }
@@ -141,3 +163,25 @@ macro_rules! write_events {
     }};
 }
 pub(super) use write_events;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_in_order_and_cover_every_row() {
+        for n in [0usize, 1, 2, 3, 26, 255, 256, 257, 500, 1000, 1023] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+            assert!(chunks
+                .iter()
+                .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_STATEMENT));
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, rows, "n = {n}");
+        }
+        let rows = vec![0u8; 26];
+        let sizes: Vec<usize> = statement_chunks(&rows).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [16, 8, 2]);
+    }
+}
