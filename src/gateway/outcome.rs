@@ -12,7 +12,8 @@ use super::options::RouterOptions;
 use crate::providers::{tokens, Usage};
 use crate::store::outbox::Outbox;
 use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
-use crate::telemetry::{names, spans};
+use crate::telemetry::request_metrics::RequestMetrics;
+use crate::telemetry::spans;
 
 pub struct Draft {
     pub id: String,
@@ -148,7 +149,8 @@ impl Draft {
 }
 
 /// Counters and histograms by `route`, `model`, `provider` (low cardinality:
-/// configured names only, "-" when there is none).
+/// configured names only, "-" when there is none), through handles cached
+/// per combination (`telemetry::request_metrics`).
 fn record_metrics(
     route: Option<&str>,
     model: Option<&ModelEntry>,
@@ -157,43 +159,25 @@ fn record_metrics(
     cost: f64,
     latency_s: f64,
 ) {
-    let route = route.unwrap_or("-").to_owned();
-    let name = model.map_or("-", |m| m.name.as_str()).to_owned();
-    let provider = model.map_or("-", |m| m.provider.name.as_str()).to_owned();
-    let labels = [
-        ("route", route),
-        ("model", name),
-        ("provider", provider),
-        ("status", status_class(end.status_code).to_owned()),
-    ];
-    let rmp = &labels[..3];
-    metrics::counter!(names::REQUESTS, &labels).increment(1);
-    metrics::histogram!(names::REQUEST_LATENCY, rmp).record(latency_s);
+    let series = RequestMetrics::global().series(
+        route.unwrap_or("-"),
+        model.map_or("-", |m| m.name.as_str()),
+        model.map_or("-", |m| m.provider.name.as_str()),
+    );
+    series.request(end.status_code);
+    series.latency(latency_s);
     if let Some(kind) = end.error_kind {
-        let mut l = rmp.to_vec();
-        l.push(("kind", kind.to_owned()));
-        metrics::counter!(names::REQUEST_ERRORS, &l).increment(1);
+        series.error(kind);
     }
     if let Some(u) = usage {
-        for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
-            let mut l = rmp.to_vec();
-            l.push(("type", kind.to_owned()));
-            metrics::counter!(names::TOKENS, &l).increment(u64::from(n));
-        }
+        series.tokens(u.prompt_tokens, u.completion_tokens);
     }
     if cost > 0.0 {
         // The `metrics` crate's counters are integers: count micro-dollars.
-        metrics::counter!(names::COST_USD, rmp).increment((cost * 1e6).round() as u64);
+        series.cost_microusd((cost * 1e6).round() as u64);
     }
     if let Some(t) = end.ttft_ms {
-        metrics::histogram!(names::TTFT, rmp).record(t / 1000.0);
+        series.ttft(t / 1000.0);
     }
 }
 
-fn status_class(code: u16) -> &'static str {
-    match code {
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}

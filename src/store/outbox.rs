@@ -23,13 +23,15 @@ use crate::telemetry::names;
 pub struct Outbox {
     tx: mpsc::Sender<Event>,
     spill: Arc<Spill>,
+    /// Registered once: the `gauge!` macro looks its key up on every call.
+    depth: metrics::Gauge,
 }
 
 impl Outbox {
     /// Queues an event. When the queue is full the event goes straight to the
     /// spill file (a short buffered append, no fsync) rather than being lost.
     pub fn send(&self, event: Event) {
-        metrics::gauge!(names::OUTBOX_DEPTH)
+        self.depth
             .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
         match self.tx.try_send(event) {
             Ok(()) => {}
@@ -66,7 +68,8 @@ pub fn outbox(store: Store, cfg: &StoreConfig) -> (Outbox, OutboxWriter) {
         linger: Duration::from_millis(cfg.flush_interval_ms),
         replay_every: Duration::from_millis(cfg.flush_interval_ms.max(1) * 25),
     };
-    (Outbox { tx, spill }, writer)
+    let depth = metrics::gauge!(names::OUTBOX_DEPTH);
+    (Outbox { tx, spill, depth }, writer)
 }
 
 impl OutboxWriter {

@@ -2,6 +2,7 @@
 //! dashboard and the code cannot drift apart; labels stay low-cardinality.
 
 pub mod otlp;
+pub mod request_metrics;
 pub mod spans;
 
 pub mod names {
