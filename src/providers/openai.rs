@@ -10,6 +10,9 @@ use super::failure::retry_after;
 use super::sse::SseParser;
 use super::{FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
 
+/// Where chat completions are posted, under the provider's base URL.
+pub const CHAT_PATH: &str = "/chat/completions";
+
 pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(req.upstream_model.to_owned()));
@@ -23,7 +26,7 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    let mut rb = p.http.post(p.url("/chat/completions")).json(&body);
+    let mut rb = p.post(CHAT_PATH).json(&body);
     if let Some(key) = p.key() {
         rb = rb.bearer_auth(key);
     }

@@ -13,6 +13,9 @@ use super::{
     ANTHROPIC_VERSION,
 };
 
+/// Where messages are posted, under the provider's base URL.
+pub const MESSAGES_PATH: &str = "/messages";
+
 pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
     let body =
         to_anthropic_request(req.body, req.upstream_model, p.default_max_tokens).map_err(|e| {
@@ -24,8 +27,7 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
             UpstreamError::new(kind, e.to_string())
         })?;
     let mut rb = p
-        .http
-        .post(p.url("/messages"))
+        .post(MESSAGES_PATH)
         .header("anthropic-version", ANTHROPIC_VERSION)
         .json(&body);
     if let Some(key) = p.key() {
