@@ -180,4 +180,3 @@ fn record_metrics(
         series.ttft(t / 1000.0);
     }
 }
-

@@ -129,7 +129,11 @@ impl RequestMetrics {
         let fits = |s: &Arc<RequestSeries>| s.labels[2].value() == provider;
         {
             let map = self.by_route.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = map.get(route).and_then(|m| m.get(model)).filter(|s| fits(s)) {
+            if let Some(s) = map
+                .get(route)
+                .and_then(|m| m.get(model))
+                .filter(|s| fits(s))
+            {
                 return s.clone();
             }
         }
