@@ -3,6 +3,7 @@
 //! gateway; callers hand it plain records.
 
 mod batch;
+mod batch_pg;
 pub mod control;
 pub mod dashboard;
 pub mod experiments;
@@ -99,7 +100,8 @@ impl Store {
     /// (request ids and feedback ids are unique, duplicates are skipped).
     pub async fn write_batch(&self, events: &[Event]) -> Result<(), StoreError> {
         match self {
-            Store::Postgres(pool) => batch::write_events!(pool, sqlx::Postgres, events),
+            // Postgres: one array per column (`batch_pg`), far fewer binds per row.
+            Store::Postgres(pool) => Ok(batch_pg::write_events(pool, events).await?),
             Store::Sqlite(pool) => batch::write_events!(pool, sqlx::Sqlite, events),
         }
     }
