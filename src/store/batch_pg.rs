@@ -2,15 +2,15 @@
 //! `INSERT INTO t (...) SELECT ... FROM UNNEST($1::text[], $2::timestamptz[], ...)`.
 //!
 //! Why not the generic multi-row `VALUES` of `batch.rs` (which SQLite still
-//! uses): there every row costs 29 bind parameters (500 rows = 14,500 binds,
+//! uses): there every row costs 34 bind parameters (500 rows = 17,000 binds,
 //! each described, encoded and decoded on its own) and batches are cut into
 //! 500-row statements, each firing the rollup triggers. Here a table's rows
-//! are 29 (or 7) parameters in one statement whatever the batch size; the
+//! are 34 (or 7) parameters in one statement whatever the batch size; the
 //! single Postgres backend that writes the outbox's batches one after the
 //! other does far less per row (docs/performance.md, "Postgres writes").
 //!
 //! Same semantics as `batch.rs`: one transaction per batch, requests before
-//! feedback, rows in batch order, `ON CONFLICT ... DO NOTHING` so a replayed
+//! feedback, rows in batch order, `ON CONFLICT DO NOTHING` so a replayed
 //! batch is harmless. JSON columns travel as text and are cast to `jsonb` by
 //! the server, exactly the text `sqlx::types::Json` would send.
 
@@ -24,22 +24,25 @@ const INSERT_REQUESTS: &str = "INSERT INTO requests (id, created_at, api_key_id,
     tier, user_id, requested_model, model, provider, eligible_models, policy_version, propensity, \
     features, decision, stream, prompt_tokens, completion_tokens, tokens_counted_locally, \
     cost_usd, latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain, attempts, \
-    cache_hit, tags) \
+    cache_hit, tags, experiment, experiment_arm, shadow, shadow_of, counterfactual) \
     SELECT id, created_at, api_key_id, tenant, route, tier, user_id, requested_model, model, \
     provider, eligible_models::jsonb, policy_version, propensity, features::jsonb, \
     decision::jsonb, stream, prompt_tokens, completion_tokens, tokens_counted_locally, cost_usd, \
     latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain::jsonb, attempts, \
-    cache_hit, tags::jsonb \
+    cache_hit, tags::jsonb, experiment, experiment_arm, shadow, shadow_of, \
+    counterfactual::jsonb \
     FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::float8[], \
     $14::text[], $15::text[], $16::bool[], $17::int4[], $18::int4[], $19::bool[], \
     $20::float8[], $21::float8[], $22::float8[], $23::text[], $24::int4[], $25::text[], \
-    $26::text[], $27::int4[], $28::bool[], $29::text[]) \
+    $26::text[], $27::int4[], $28::bool[], $29::text[], $30::text[], $31::text[], \
+    $32::bool[], $33::text[], $34::text[]) \
     AS u(id, created_at, api_key_id, tenant, route, tier, user_id, requested_model, model, \
     provider, eligible_models, policy_version, propensity, features, decision, stream, \
     prompt_tokens, completion_tokens, tokens_counted_locally, cost_usd, latency_ms, ttft_ms, \
-    status, status_code, error_kind, fallback_chain, attempts, cache_hit, tags) \
-    ON CONFLICT (id) DO NOTHING";
+    status, status_code, error_kind, fallback_chain, attempts, cache_hit, tags, experiment, \
+    experiment_arm, shadow, shadow_of, counterfactual) \
+    ON CONFLICT DO NOTHING";
 
 const INSERT_FEEDBACK: &str = "INSERT INTO feedback (request_id, created_at, metric, value, \
     source, comment, feedback_id) \
@@ -99,6 +102,11 @@ struct RequestColumns<'a> {
     attempts: Vec<i32>,
     cache_hit: Vec<bool>,
     tags: Vec<Option<String>>,
+    experiment: Vec<Option<&'a str>>,
+    experiment_arm: Vec<Option<&'a str>>,
+    shadow: Vec<bool>,
+    shadow_of: Vec<Option<&'a str>>,
+    counterfactual: Vec<Option<String>>,
 }
 
 impl<'a> RequestColumns<'a> {
@@ -134,6 +142,13 @@ impl<'a> RequestColumns<'a> {
         self.attempts.push(r.attempts);
         self.cache_hit.push(r.cache_hit);
         self.tags.push(r.tags.as_ref().map(json_text).transpose()?);
+        let a = &r.assignment;
+        self.experiment.push(a.experiment.as_deref());
+        self.experiment_arm.push(a.experiment_arm.as_deref());
+        self.shadow.push(a.shadow);
+        self.shadow_of.push(a.shadow_of.as_deref());
+        self.counterfactual
+            .push(a.counterfactual.as_ref().map(json_text).transpose()?);
         Ok(())
     }
 }
@@ -176,6 +191,11 @@ async fn insert_requests(
         .bind(c.attempts)
         .bind(c.cache_hit)
         .bind(c.tags)
+        .bind(c.experiment)
+        .bind(c.experiment_arm)
+        .bind(c.shadow)
+        .bind(c.shadow_of)
+        .bind(c.counterfactual)
         .execute(&mut **tx)
         .await?;
     Ok(())
