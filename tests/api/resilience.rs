@@ -99,8 +99,12 @@ async fn a_sick_model_is_taken_out_by_its_breaker_and_probed_later() {
         MockUpstream::start("beta").await,
     );
     a.set_default(Behaviour::Status(500, None));
+    // A cooldown far longer than the open-circuit phase takes even on a
+    // loaded machine (with 300 ms a slow run let a probe in early); recovery
+    // is then awaited by polling, not by sleeping a fixed time.
     let cfg = two_providers(&a.base_url(), &b.base_url())
-        .replace("max_attempts_per_model = 2", "max_attempts_per_model = 1");
+        .replace("max_attempts_per_model = 2", "max_attempts_per_model = 1")
+        .replace("breaker_cooldown_ms = 300", "breaker_cooldown_ms = 3000");
     let app = spawn(&cfg, Db::Postgres).await;
     for _ in 0..3 {
         assert_eq!(app.chat(hi("ordered")).await.status(), 200);
@@ -124,10 +128,20 @@ async fn a_sick_model_is_taken_out_by_its_breaker_and_probed_later() {
 
     // After the cooldown, one probe goes through; the model has recovered.
     a.set_default(Behaviour::Answer("back".into()));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let r = app.chat(hi("ordered")).await;
-    assert_eq!(r.headers()["x-switchboard-model"], "small");
-    assert_eq!(a.calls(), 4);
+    let mut served_by = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = app.chat(hi("ordered")).await;
+        served_by = r.headers()["x-switchboard-model"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if served_by == "small" {
+            break;
+        }
+    }
+    assert_eq!(served_by, "small", "the recovered model is probed and back");
+    assert_eq!(a.calls(), 4, "exactly one probe reached it");
     app.shutdown().await;
 }
 
