@@ -1,5 +1,5 @@
-//! `/admin/keys`: create (the key is in the response, once), list and revoke
-//! client keys. Behind the admin token like the rest of `/admin`.
+//! `/admin/keys`: create (the key is in the response, once), list, set the
+//! feature flags of, and revoke client keys. Behind the admin token like the rest of `/admin`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -56,6 +56,41 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
             Json(json!({"object": "list", "data": data})).into_response()
         }
         Err(e) => store_down(e).into_response(),
+    }
+}
+
+/// The body of `PUT /admin/keys/{id}/flags`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsBody {
+    flags: Vec<String>,
+}
+
+/// `PUT /admin/keys/{id}/flags`: replaces the key's flags; in effect at
+/// once on this replica, within `key_refresh_s` on the others.
+pub async fn set_flags(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<FlagsBody>,
+) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    let gw = state.gateway();
+    match issue::set_flags(&gw.store, &id, &body.flags).await {
+        Ok(true) => {
+            gw.keys.forget(&id);
+            Json(json!({"id": id, "flags": body.flags})).into_response()
+        }
+        Ok(false) => ApiError::not_found("key_not_found", format!("No live key with id `{id}`."))
+            .into_response(),
+        Err(IssueError::Invalid(field, reason)) => {
+            ApiError::unprocessable("invalid_value", format!("`{field}` {reason}"))
+                .with_param(field)
+                .into_response()
+        }
+        Err(IssueError::Store(e)) => store_down(e).into_response(),
     }
 }
 

@@ -15,7 +15,7 @@ mod openai;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -53,6 +53,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .route("/admin/keys", post(keys::create).get(keys::list))
         .route("/admin/keys/{id}", delete(keys::revoke))
+        .route("/admin/keys/{id}/flags", put(keys::set_flags))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

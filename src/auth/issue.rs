@@ -18,6 +18,9 @@ pub struct KeySpec {
     pub allowed_routes: Vec<String>,
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    /// Feature flags (`[[rules]]` `match.flags`, experiments' `key_flag`).
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
     pub budget_usd_per_day: Option<f64>,
@@ -59,6 +62,7 @@ fn check(spec: &KeySpec) -> Result<(), IssueError> {
             ));
         }
     }
+    check_flags(&spec.flags)?;
     for (field, v) in [
         ("requests_per_minute", spec.requests_per_minute),
         ("tokens_per_minute", spec.tokens_per_minute),
@@ -81,6 +85,37 @@ fn check(spec: &KeySpec) -> Result<(), IssueError> {
     Ok(())
 }
 
+/// Flags are short names (they appear in config files and metrics-free
+/// logs): at most 64 of 1 to 64 bytes of `[A-Za-z0-9_.:-]`, no repeats.
+pub fn check_flags(flags: &[String]) -> Result<(), IssueError> {
+    let bad = |f: &String| {
+        f.is_empty()
+            || f.len() > 64
+            || !f
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    };
+    if flags.len() > 64 || flags.iter().any(bad) {
+        return Err(IssueError::Invalid(
+            "flags",
+            "at most 64 names of 1 to 64 characters from A-Z a-z 0-9 _ . : -".into(),
+        ));
+    }
+    let mut sorted: Vec<&String> = flags.iter().collect();
+    sorted.sort();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(IssueError::Invalid("flags", "names a flag twice".into()));
+    }
+    Ok(())
+}
+
+/// Replaces a live key's flags (admin API and CLI alike); false if there
+/// is no live key with this id.
+pub async fn set_flags(store: &Store, id: &str, flags: &[String]) -> Result<bool, IssueError> {
+    check_flags(flags)?;
+    Ok(store.set_key_flags(id, flags).await?)
+}
+
 pub async fn create(store: &Store, spec: KeySpec) -> Result<Issued, IssueError> {
     check(&spec)?;
     let (key, prefix, key_hash) = secret::generate();
@@ -93,6 +128,7 @@ pub async fn create(store: &Store, spec: KeySpec) -> Result<Issued, IssueError> 
         tier: spec.tier,
         allowed_routes: spec.allowed_routes,
         allowed_models: spec.allowed_models,
+        flags: spec.flags,
         requests_per_minute: spec.requests_per_minute.map(i64::from),
         tokens_per_minute: spec.tokens_per_minute.map(i64::from),
         budget_usd_per_day: spec.budget_usd_per_day,
@@ -114,6 +150,7 @@ pub fn public_view(k: &KeyRecord) -> serde_json::Value {
         "tier": k.tier,
         "allowed_routes": k.allowed_routes,
         "allowed_models": k.allowed_models,
+        "flags": k.flags,
         "requests_per_minute": k.requests_per_minute,
         "tokens_per_minute": k.tokens_per_minute,
         "budget_usd_per_day": k.budget_usd_per_day,

@@ -157,6 +157,7 @@ mod tests {
             tier: None,
             allowed_routes: vec![],
             allowed_models: vec![],
+            flags: vec![],
             requests_per_minute: rpm,
             tokens_per_minute: None,
             budget_usd_per_day: Some(budget),

@@ -55,6 +55,9 @@ pub struct StartArgs {
     /// Promote or roll back a policy-version candidate automatically.
     #[arg(long)]
     pub auto_promote: bool,
+    /// Only client keys with this feature flag take part.
+    #[arg(long)]
+    pub key_flag: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,6 +88,9 @@ fn request(cmd: &ExperimentCommand) -> anyhow::Result<(String, Option<Value>, bo
                     }
                     if a.auto_promote {
                         d["auto_promote"] = json!({"enabled": true});
+                    }
+                    if let Some(f) = &a.key_flag {
+                        d["key_flag"] = json!(f);
                     }
                     Some(d)
                 }

@@ -1,4 +1,4 @@
-//! `switchboard keys create|list|revoke`: client keys straight in the
+//! `switchboard keys create|list|flags|revoke`: client keys straight in the
 //! database named by `DATABASE_URL` (migrated first). A running router sees
 //! a new key at its first use and a revocation within `key_refresh_s`.
 
@@ -14,6 +14,13 @@ pub enum KeysCommand {
     Create(CreateArgs),
     /// List keys (never the keys themselves).
     List,
+    /// Replace a key's feature flags (`--flag` repeated or comma-separated;
+    /// none clears them). Routers see the change within `key_refresh_s`.
+    Flags {
+        id: String,
+        #[arg(long = "flag", value_delimiter = ',')]
+        flags: Vec<String>,
+    },
     /// Revoke a key by id.
     Revoke { id: String },
 }
@@ -32,6 +39,9 @@ pub struct CreateArgs {
     /// Models this key may call directly (repeat or comma-separate).
     #[arg(long = "model", value_delimiter = ',')]
     models: Vec<String>,
+    /// Feature flags for `[[rules]]` and experiments (repeat or comma-separate).
+    #[arg(long = "flag", value_delimiter = ',')]
+    flags: Vec<String>,
     #[arg(long)]
     requests_per_minute: Option<u32>,
     #[arg(long)]
@@ -58,6 +68,7 @@ pub async fn run(command: KeysCommand, env: &Env) -> anyhow::Result<()> {
                 tier: a.tier,
                 allowed_routes: a.routes,
                 allowed_models: a.models,
+                flags: a.flags,
                 requests_per_minute: a.requests_per_minute,
                 tokens_per_minute: a.tokens_per_minute,
                 budget_usd_per_day: a.budget_usd_per_day,
@@ -73,6 +84,16 @@ pub async fn run(command: KeysCommand, env: &Env) -> anyhow::Result<()> {
         KeysCommand::List => {
             for k in store.list_keys().await.context("listing keys")? {
                 println!("{}", issue::public_view(&k));
+            }
+        }
+        KeysCommand::Flags { id, flags } => {
+            if issue::set_flags(&store, &id, &flags)
+                .await
+                .context("setting the key's flags")?
+            {
+                println!("{id} flags: {}", flags.join(","));
+            } else {
+                anyhow::bail!("no live key with id {id}");
             }
         }
         KeysCommand::Revoke { id } => {

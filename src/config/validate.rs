@@ -239,6 +239,9 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
                 );
             }
         }
+        if let Err(err) = crate::auth::issue::check_flags(&rule.matches.flags) {
+            return bad(format!("rules[{i}].match.flags"), err.to_string());
+        }
     }
     validate_lifecycles(c, file)?;
     validate_experiments(c, file, &models, &routes)
@@ -368,6 +371,11 @@ fn validate_experiments(
                     key("auto_promote.confidence"),
                     format!("{} must be in [0.5, 1)", a.confidence),
                 );
+            }
+        }
+        if let Some(f) = &e.key_flag {
+            if let Err(err) = crate::auth::issue::check_flags(std::slice::from_ref(f)) {
+                return bad(key("key_flag"), err.to_string());
             }
         }
     }

@@ -61,6 +61,8 @@ pub struct Experiment {
     pub share: f64,
     pub sticky_by: Option<StickyBy>,
     pub auto_promote: Option<AutoPromote>,
+    /// Only keys with this feature flag take part.
+    pub key_flag: Option<String>,
     pub status: Status,
     /// `config` or `api`.
     pub source: String,
@@ -135,6 +137,7 @@ impl Control {
                     share: e.share,
                     sticky_by: e.sticky_by,
                     auto_promote: e.auto_promote,
+                    key_flag: e.key_flag.clone(),
                     status: row
                         .and_then(|r| Status::parse(&r.status))
                         .unwrap_or(Status::Running),
@@ -231,6 +234,10 @@ fn from_row(r: &ExperimentRow) -> Option<Experiment> {
         auto_promote: params
             .and_then(|p| p.get("auto_promote"))
             .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        key_flag: params
+            .and_then(|p| p.get("key_flag"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         status: Status::parse(&r.status)?,
         source: r.source.clone(),
         note: r.note.clone(),

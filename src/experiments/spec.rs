@@ -94,6 +94,10 @@ pub struct ExperimentConfig {
     /// Policy-version candidates only.
     #[serde(default)]
     pub auto_promote: Option<AutoPromote>,
+    /// Only requests whose client key carries this feature flag take part;
+    /// the others are served as if the experiment did not exist.
+    #[serde(default)]
+    pub key_flag: Option<String>,
 }
 
 /// A model entering a route: its prior and a capped forced exploration.

@@ -131,6 +131,7 @@ pub fn admit_caller(
     if let Some(t) = &c.key.tier {
         options.tier = Some(t.clone());
     }
+    options.key = Some(c.key.clone());
     Ok(prompt)
 }
 

@@ -120,7 +120,8 @@ impl RouteDecision<'_> {
         ranking.push(chosen);
         ranking.extend(others.into_iter().map(|(m, _)| m));
         let version = super::learning::RouteLearner::version(snapshot);
-        if let Some(sp) = self.plan.and_then(|p| p.shadow_policy.as_ref()) {
+        let shadow_policy = self.plan.and_then(|p| p.shadow_policy.as_ref());
+        if let Some(sp) = shadow_policy.filter(|sp| super::route::in_scope(&sp.key_flag, opts)) {
             if assign::in_candidate(
                 &sp.name,
                 sp.share,

@@ -26,6 +26,10 @@ pub struct ExperimentDef {
     pub sticky_by: Option<StickyBy>,
     #[serde(default)]
     pub auto_promote: Option<AutoPromote>,
+    /// Only requests whose client key carries this feature flag take part;
+    /// the others are served as if the experiment did not exist.
+    #[serde(default)]
+    pub key_flag: Option<String>,
 }
 
 /// How a promotion treats the route's other models.
@@ -69,9 +73,7 @@ impl Live {
                     sticky_by: d.sticky_by.map(|_| "user".into()),
                     status: Status::Running.as_str().into(),
                     source: "api".into(),
-                    params: d
-                        .auto_promote
-                        .map(|a| serde_json::json!({"auto_promote": a})),
+                    params: params(d.auto_promote, d.key_flag.as_deref()),
                     note: None,
                     created_at: now,
                     updated_at: now,
@@ -85,6 +87,7 @@ impl Live {
                     share: e.share,
                     sticky_by: e.sticky_by,
                     auto_promote: e.auto_promote,
+                    key_flag: e.key_flag.clone(),
                 };
                 self.check_definition(name, &d).await?;
                 let mut row = to_row(e);
@@ -120,6 +123,10 @@ impl Live {
                 format!("`share` {} must be in [0, 1]", d.share),
                 "share",
             ));
+        }
+        if let Some(f) = &d.key_flag {
+            crate::auth::issue::check_flags(std::slice::from_ref(f))
+                .map_err(|e| OpError::Invalid(e.to_string(), "key_flag"))?;
         }
         let is_model = gw.catalog.model(&d.candidate).is_some();
         let is_route = gw.catalog.route_index(&d.candidate).is_some_and(|c| c != r);
@@ -280,11 +287,21 @@ fn to_row(e: &Experiment) -> ExperimentRow {
         sticky_by: e.sticky_by.map(|_| "user".into()),
         status: e.status.as_str().into(),
         source: e.source.clone(),
-        params: e
-            .auto_promote
-            .map(|a| serde_json::json!({"auto_promote": a})),
+        params: params(e.auto_promote, e.key_flag.as_deref()),
         note: e.note.clone(),
         created_at: e.created_at.unwrap_or(now),
         updated_at: now,
     }
+}
+
+/// What a stored experiment keeps beyond its columns (`experiments.params`).
+fn params(auto_promote: Option<AutoPromote>, key_flag: Option<&str>) -> Option<serde_json::Value> {
+    let mut p = serde_json::Map::new();
+    if let Some(a) = auto_promote {
+        p.insert("auto_promote".into(), serde_json::json!(a));
+    }
+    if let Some(f) = key_flag {
+        p.insert("key_flag".into(), serde_json::json!(f));
+    }
+    (!p.is_empty()).then_some(serde_json::Value::Object(p))
 }

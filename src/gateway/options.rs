@@ -21,9 +21,35 @@ pub struct RouterOptions {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub exclude_models: Vec<String>,
+    /// The authenticated client key, set by admission — never by the
+    /// request (`deny_unknown_fields` refuses a `key` in the body).
+    #[serde(skip)]
+    pub key: Option<std::sync::Arc<crate::store::keys::KeyRecord>>,
 }
 
 impl RouterOptions {
+    /// What `[[rules]]` look at in this request.
+    pub fn rule_context<'a>(&'a self, needs: &'a Needs) -> super::rules::RuleContext<'a> {
+        let key = self.key.as_deref();
+        super::rules::RuleContext {
+            key_id: key.map(|k| k.id.as_str()),
+            key_name: key.and_then(|k| k.name.as_deref()),
+            tenant: key.and_then(|k| k.tenant.as_deref()),
+            flags: key.map_or(&[], |k| k.flags.as_slice()),
+            tier: self.tier.as_deref(),
+            tags: Some(&self.tags),
+            prompt_tokens: needs.prompt_tokens_estimate,
+            needs: &needs.capabilities,
+        }
+    }
+
+    /// Whether the client key carries `flag`.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.key
+            .as_deref()
+            .is_some_and(|k| k.flags.iter().any(|f| f == flag))
+    }
+
     /// Takes the `switchboard` object out of `body` (so it never reaches an
     /// upstream) and merges it over the headers.
     pub fn extract(body: &mut Map<String, Value>, headers: &HeaderMap) -> Result<Self, ApiError> {
@@ -94,6 +120,7 @@ fn from_headers(headers: &HeaderMap) -> Result<RouterOptions, ApiError> {
         user: get("x-switchboard-user")?,
         tags,
         exclude_models,
+        key: None,
     })
 }
 

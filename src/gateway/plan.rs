@@ -59,6 +59,8 @@ pub struct Acting {
     pub name: Arc<str>,
     pub share: f64,
     pub sticky: bool,
+    /// Only requests whose client key carries this flag take part.
+    pub key_flag: Option<Arc<str>>,
     pub target: Target,
 }
 
@@ -66,6 +68,8 @@ pub struct Mirror {
     pub name: Arc<str>,
     pub share: f64,
     pub sticky: bool,
+    /// Only requests whose client key carries this flag take part.
+    pub key_flag: Option<Arc<str>>,
     pub model: usize,
 }
 
@@ -73,6 +77,8 @@ pub struct ShadowPolicy {
     pub name: Arc<str>,
     pub share: f64,
     pub sticky: bool,
+    /// Only requests whose client key carries this flag take part.
+    pub key_flag: Option<Arc<str>>,
     pub version: String,
     pub snapshot: Arc<PolicySnapshot>,
 }
@@ -272,6 +278,7 @@ async fn place(gw: &Gateway, e: &Experiment, r: usize, plan: &mut RoutePlan) -> 
                 name,
                 share,
                 sticky: e.sticky(),
+                key_flag: e.key_flag.as_deref().map(Arc::from),
                 target,
             });
         }
@@ -284,6 +291,7 @@ async fn place(gw: &Gateway, e: &Experiment, r: usize, plan: &mut RoutePlan) -> 
                 name,
                 share,
                 sticky: e.sticky(),
+                key_flag: e.key_flag.as_deref().map(Arc::from),
                 model: m.index,
             });
         }
@@ -293,6 +301,7 @@ async fn place(gw: &Gateway, e: &Experiment, r: usize, plan: &mut RoutePlan) -> 
                 name,
                 share,
                 sticky: e.sticky(),
+                key_flag: e.key_flag.as_deref().map(Arc::from),
                 version: e.candidate.clone(),
                 snapshot,
             });

@@ -164,6 +164,7 @@ pub async fn report(gw: &Gateway, e: &Experiment) -> Result<Value, StoreError> {
         "share": e.share,
         "sticky_by": e.sticky_by,
         "auto_promote": e.auto_promote,
+        "key_flag": e.key_flag,
         "status": e.status,
         "source": e.source,
         "note": e.note,

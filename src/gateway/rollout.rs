@@ -168,6 +168,7 @@ pub async fn evaluate(live: &Live) {
                     share: SHADOW_TO_CANARY,
                     sticky_by: e.sticky_by,
                     auto_promote: e.auto_promote,
+                    key_flag: e.key_flag.clone(),
                 };
                 match live
                     .set_status(&e.name, Status::Promoted, Some(reason))

@@ -2,6 +2,7 @@
 //! restricted arms, objective or cost-ceiling override), the eligible models,
 //! then the policy. Everything that narrowed the set goes into the receipt.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
@@ -11,7 +12,7 @@ use super::decide::{Decision, RouteDecision};
 use super::eligible::{apply_latency_slo, eligible, Exclusion};
 use super::options::{Needs, RouterOptions};
 use super::plan::{Plan, Target};
-use super::rules::{first_match, RuleContext};
+use super::rules::first_match;
 use super::Gateway;
 use crate::bandit::{Objective, PolicySnapshot};
 use crate::error::ApiError;
@@ -35,7 +36,9 @@ pub fn decide_for_route(
 ) -> Result<Routed, ApiError> {
     let plan = gw.plan.load();
     let acting = plan.routes.get(route.index).and_then(|p| p.acting.as_ref());
-    let Some(a) = acting.filter(|_| !kept_out(gw, route, body, options)) else {
+    let Some(a) =
+        acting.filter(|a| in_scope(&a.key_flag, options) && !kept_out(gw, route, body, options))
+    else {
         return decide_on(gw, &plan, route, body, options, None);
     };
     let user = options.user.as_deref().filter(|_| a.sticky);
@@ -104,6 +107,12 @@ pub fn decide_for_route(
     Ok(routed)
 }
 
+/// Whether a request takes part in an experiment limited to keys with a
+/// feature flag (every request does when the experiment names none).
+pub(super) fn in_scope(key_flag: &Option<Arc<str>>, options: &RouterOptions) -> bool {
+    key_flag.as_deref().is_none_or(|f| options.has_flag(f))
+}
+
 /// Requests a rule pins, and tiers whose exploration cap on the route is 0
 /// (`tier_exploration_caps`: "never experiment on these"), stay out of
 /// canaries and A/B splits: they follow their own rules throughout.
@@ -123,14 +132,7 @@ fn kept_out(
         return true;
     }
     let needs = Needs::of(body);
-    let cx = RuleContext {
-        key: None,
-        tenant: None,
-        tier: options.tier.as_deref(),
-        tags: Some(&options.tags),
-        prompt_tokens: needs.prompt_tokens_estimate,
-        needs: &needs.capabilities,
-    };
+    let cx = options.rule_context(&needs);
     first_match(&gw.rules, route.name.as_str(), &cx).is_some_and(|(_, r)| r.pin.is_some())
 }
 
@@ -207,14 +209,7 @@ fn decide_on(
 ) -> Result<Routed, ApiError> {
     let name = route.name.as_str();
     let needs = Needs::of(body);
-    let cx = RuleContext {
-        key: None,
-        tenant: None,
-        tier: options.tier.as_deref(),
-        tags: Some(&options.tags),
-        prompt_tokens: needs.prompt_tokens_estimate,
-        needs: &needs.capabilities,
-    };
+    let cx = options.rule_context(&needs);
     let rule = first_match(&gw.rules, name, &cx);
     let now = Instant::now();
 
@@ -306,7 +301,8 @@ fn decide_on(
     if let (Some((i, _)), Value::Object(receipt)) = (rule, &mut decision.receipt) {
         receipt.insert("rule".into(), json!(i));
     }
-    if let Some(m) = route_plan.and_then(|p| p.shadow.as_ref()) {
+    let mirror = route_plan.and_then(|p| p.shadow.as_ref());
+    if let Some(m) = mirror.filter(|m| in_scope(&m.key_flag, &options)) {
         let user = options.user.as_deref().filter(|_| m.sticky);
         if assign::in_candidate(&m.name, m.share, user, &mut rand::rng()) {
             decision.mirror = Some((m.name.clone(), m.model));

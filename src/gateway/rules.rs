@@ -13,8 +13,12 @@ use crate::domain::ModelName;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleMatch {
+    /// The client key's id or name.
     pub key: Option<String>,
     pub tenant: Option<String>,
+    /// Every listed feature flag must be set on the client key.
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub tier: Option<String>,
     /// Every listed tag must be present with this value.
     #[serde(default)]
@@ -51,8 +55,10 @@ pub struct RuleConfig {
 /// What the rules look at in a request.
 #[derive(Debug, Clone, Default)]
 pub struct RuleContext<'a> {
-    pub key: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub key_name: Option<&'a str>,
     pub tenant: Option<&'a str>,
+    pub flags: &'a [String],
     pub tier: Option<&'a str>,
     pub tags: Option<&'a BTreeMap<String, String>>,
     pub prompt_tokens: u32,
@@ -64,8 +70,12 @@ impl RuleMatch {
         let eq = |want: &Option<String>, got: Option<&str>| {
             want.as_deref().is_none_or(|w| got == Some(w))
         };
-        eq(&self.key, cx.key)
-            && eq(&self.tenant, cx.tenant)
+        let key = self
+            .key
+            .as_deref()
+            .is_none_or(|k| cx.key_id == Some(k) || cx.key_name == Some(k));
+        key && eq(&self.tenant, cx.tenant)
+            && self.flags.iter().all(|f| cx.flags.contains(f))
             && eq(&self.tier, cx.tier)
             && self
                 .tags
@@ -116,6 +126,29 @@ mod tests {
             ..Default::default()
         };
         assert!(first_match(&rules, "auto", &free).is_none());
+    }
+
+    #[test]
+    fn key_tenant_and_flags_come_from_the_client_key() {
+        let r = rule("pin = \"m\"\n[match]\nkey = \"ci\"\nflags = [\"beta\"]");
+        let flags = ["beta".to_owned(), "other".to_owned()];
+        let mut cx = RuleContext {
+            key_id: Some("key_1"),
+            key_name: Some("ci"),
+            flags: &flags,
+            ..Default::default()
+        };
+        assert!(r.matches.fits(&cx), "by name, with the flag among others");
+        cx.key_name = None;
+        assert!(!r.matches.fits(&cx), "neither id nor name is `ci`");
+        cx.key_id = Some("ci");
+        assert!(r.matches.fits(&cx), "by id");
+        cx.flags = &[];
+        assert!(!r.matches.fits(&cx), "the flag is missing");
+        let anonymous = RuleContext::default();
+        assert!(!rule("pin = \"m\"\n[match]\ntenant = \"acme\"")
+            .matches
+            .fits(&anonymous));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct KeyRecord {
     /// Routes and models this key may call; both empty means any.
     pub allowed_routes: Vec<String>,
     pub allowed_models: Vec<String>,
+    /// Feature flags: names rules and experiments select keys by.
+    pub flags: Vec<String>,
     pub requests_per_minute: Option<i64>,
     pub tokens_per_minute: Option<i64>,
     pub budget_usd_per_day: Option<f64>,
@@ -32,13 +34,15 @@ pub struct KeyRecord {
 }
 
 const COLUMNS: &str = "id, key_hash, prefix, name, tenant, tier, allowed_routes, allowed_models, \
-    requests_per_minute, tokens_per_minute, budget_usd_per_day, budget_usd_per_month, \
+    flags, requests_per_minute, tokens_per_minute, budget_usd_per_day, budget_usd_per_month, \
     created_at, revoked_at";
 
 const INSERT_SQL: &str = "INSERT INTO api_keys (id, key_hash, prefix, name, tenant, tier, \
-    allowed_routes, allowed_models, requests_per_minute, tokens_per_minute, budget_usd_per_day, \
-    budget_usd_per_month, created_at, revoked_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    allowed_routes, allowed_models, flags, requests_per_minute, tokens_per_minute, \
+    budget_usd_per_day, budget_usd_per_month, created_at, revoked_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+const FLAGS_SQL: &str = "UPDATE api_keys SET flags = $1 WHERE id = $2 AND revoked_at IS NULL";
 
 const REVOKE_SQL: &str = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
 
@@ -60,6 +64,7 @@ macro_rules! key_from_row {
             tier: r.get("tier"),
             allowed_routes: list("allowed_routes"),
             allowed_models: list("allowed_models"),
+            flags: list("flags"),
             requests_per_minute: r.get("requests_per_minute"),
             tokens_per_minute: r.get("tokens_per_minute"),
             budget_usd_per_day: r.get("budget_usd_per_day"),
@@ -81,6 +86,7 @@ macro_rules! bind_key {
             .bind(k.tier.clone())
             .bind(serde_json::json!(k.allowed_routes).to_string())
             .bind(serde_json::json!(k.allowed_models).to_string())
+            .bind(serde_json::json!(k.flags).to_string())
             .bind(k.requests_per_minute)
             .bind(k.tokens_per_minute)
             .bind(k.budget_usd_per_day)
@@ -151,6 +157,27 @@ impl Store {
                 .rows_affected(),
             Store::Sqlite(p) => sqlx::query(REVOKE_SQL)
                 .bind(now)
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        };
+        Ok(n > 0)
+    }
+
+    /// Replaces a live key's feature flags; false if there is no live key
+    /// with this id.
+    pub async fn set_key_flags(&self, id: &str, flags: &[String]) -> Result<bool, StoreError> {
+        let text = serde_json::json!(flags).to_string();
+        let n = match self {
+            Store::Postgres(p) => sqlx::query(FLAGS_SQL)
+                .bind(text)
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Store::Sqlite(p) => sqlx::query(FLAGS_SQL)
+                .bind(text)
                 .bind(id)
                 .execute(p)
                 .await?

@@ -9,14 +9,14 @@ use serde_json::{json, Value};
 use crate::helpers::{fresh_postgres, spawn, two_providers, Db, TestApp, ADMIN_TOKEN};
 use crate::mock::{Behaviour, MockUpstream};
 
-fn keyed_config(a: &str, b: &str) -> String {
+pub(crate) fn keyed_config(a: &str, b: &str) -> String {
     two_providers(a, b).replace(
         "request_timeout_ms = 5000",
         "request_timeout_ms = 5000\nrequire_api_keys = true",
     )
 }
 
-async fn create_key(app: &TestApp, spec: Value) -> (String, String) {
+pub(crate) async fn create_key(app: &TestApp, spec: Value) -> (String, String) {
     let r = app
         .http
         .post(format!("{}/admin/keys", app.url))
@@ -33,7 +33,7 @@ async fn create_key(app: &TestApp, spec: Value) -> (String, String) {
     )
 }
 
-async fn chat_with(app: &TestApp, key: Option<&str>, body: Value) -> reqwest::Response {
+pub(crate) async fn chat_with(app: &TestApp, key: Option<&str>, body: Value) -> reqwest::Response {
     let mut req = app
         .http
         .post(format!("{}/v1/chat/completions", app.url))

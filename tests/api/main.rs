@@ -17,6 +17,7 @@ mod experiments;
 mod export;
 mod faults;
 mod feedback;
+mod flags;
 mod grafana;
 mod hedging;
 mod helpers;
