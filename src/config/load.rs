@@ -76,6 +76,9 @@ fn apply_env(config: &mut Config, env: &Env) {
     if let Some(listen) = env.get("SWITCHBOARD_LISTEN").filter(|v| !v.is_empty()) {
         config.server.listen = listen.clone();
     }
+    if let Some(id) = env.get("SWITCHBOARD_REPLICA_ID").filter(|v| !v.is_empty()) {
+        config.scale.replica_id = Some(id.clone());
+    }
 }
 
 #[cfg(test)]

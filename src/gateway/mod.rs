@@ -34,6 +34,7 @@ mod reshape;
 mod rollout;
 pub mod route;
 pub mod rules;
+pub mod scale;
 mod shadow;
 mod stream;
 mod validate;

@@ -1,0 +1,222 @@
+//! The replica task's routes, indexed by the writer's slot: each one's
+//! name, shape, log fold, the highest writer version seen and the watermark
+//! last checkpointed. Follows the writer across reloads (`RouteChange`):
+//! slots are appended, reshaped, restarted or retired, never reused. Pure:
+//! no I/O.
+//!
+//! Invariants: a retired slot takes no part in anything any more (reading
+//! the log, the watermark, acknowledgements, rebases, checkpoints, status);
+//! a route name has at most one live slot, so a log entry folds into one.
+
+use super::fold::{Pending, RouteLog};
+use super::RouteChange;
+use crate::bandit::{PolicySnapshot, RouteSpec};
+use crate::store::scale::Checkpoint;
+
+pub struct Slot {
+    pub name: String,
+    pub spec: RouteSpec,
+    pub log: RouteLog,
+    /// The writer's highest published version (checkpoints carry it on).
+    pub version: u64,
+    /// Watermark of the last checkpoint this replica saved.
+    pub saved: i64,
+    pub live: bool,
+}
+
+impl Slot {
+    fn new(name: String, spec: RouteSpec, start: PolicySnapshot, watermark: i64) -> Self {
+        Self {
+            name,
+            spec,
+            version: start.version(),
+            saved: watermark,
+            log: RouteLog::new(start, watermark),
+            live: true,
+        }
+    }
+
+    /// Restarts from `cp` when it is of this epoch and ahead of the fold,
+    /// dropping own deltas it already holds. `covered(seq)`: a committed own
+    /// delta of this route at or below `cp`'s watermark (or no longer in
+    /// the log: compacted, which only happens below a checkpoint). Returns
+    /// whether the fold restarted.
+    pub fn adopt(&mut self, cp: &Checkpoint, covered: impl Fn(u64) -> bool) -> bool {
+        if cp.epoch != self.log.epoch || cp.watermark <= self.log.watermark {
+            return false;
+        }
+        match PolicySnapshot::from_json(&cp.snapshot).and_then(|s| s.prepare(&self.spec)) {
+            Ok(s) => {
+                self.log.restart(s, cp.watermark);
+                self.log.drop_covered(covered);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(route = %self.name, error = %e, "The checkpoint does not fit this route; reading the log instead.");
+                false
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The checkpoint to save: the merged state with the writer's highest
+    /// version, its version string, as JSON.
+    pub fn checkpoint(&self) -> Result<(String, serde_json::Value), serde_json::Error> {
+        let mut state = self.log.base.clone();
+        state.set_version(self.version.max(state.version()));
+        let label = if state.label().is_empty() {
+            "online"
+        } else {
+            state.label()
+        };
+        let version = format!("{label}.{}", state.version());
+        Ok((version, serde_json::to_value(&state)?))
+    }
+}
+
+pub struct Slots {
+    slots: Vec<Slot>,
+    /// Log position read up to: the watermark while no route is live.
+    head: i64,
+}
+
+impl Slots {
+    /// `starts[i]`: slot i's state and the log position it covers.
+    pub fn new(
+        names: Vec<String>,
+        specs: Vec<RouteSpec>,
+        starts: Vec<(PolicySnapshot, i64)>,
+    ) -> Self {
+        let slots: Vec<Slot> = names
+            .into_iter()
+            .zip(specs)
+            .zip(starts)
+            .map(|((n, s), (start, w))| Slot::new(n, s, start, w))
+            .collect();
+        let head = slots.iter().map(|s| s.log.watermark).max().unwrap_or(0);
+        Self { slots, head }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Slot> {
+        self.slots.get(slot)
+    }
+
+    /// A live slot.
+    pub fn live_mut(&mut self, slot: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(slot).filter(|s| s.live)
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots.iter().enumerate().filter(|(_, s)| s.live)
+    }
+
+    /// The live slot serving `route`.
+    pub fn find(&self, route: &str) -> Option<usize> {
+        self.live().find(|(_, s)| s.name == route).map(|(i, _)| i)
+    }
+
+    /// Every live route has merged the log up to here.
+    pub fn watermark(&self) -> i64 {
+        self.live()
+            .map(|(_, s)| s.log.watermark)
+            .min()
+            .unwrap_or(self.head)
+    }
+
+    /// Every entry up to `pos` has been read.
+    pub fn advance(&mut self, pos: i64) {
+        self.head = self.head.max(pos);
+        for s in self.slots.iter_mut().filter(|s| s.live) {
+            s.log.advance(pos);
+        }
+    }
+
+    /// A flush handed over: the writer's versions, and each live route's
+    /// delta pending until it shows up in the log.
+    pub fn hand_over(&mut self, versions: &[u64], pending: impl Iterator<Item = (usize, Pending)>) {
+        for (s, v) in self.slots.iter_mut().zip(versions) {
+            s.version = s.version.max(*v);
+        }
+        for (slot, p) in pending {
+            if let Some(s) = self.live_mut(slot) {
+                s.log.hand_over(p);
+            }
+        }
+    }
+
+    pub fn mark_committed(&mut self, seq: u64) {
+        for s in self.slots.iter_mut().filter(|s| s.live) {
+            s.log.mark_committed(seq);
+        }
+    }
+
+    /// The oldest own flush some live route still waits to see in the log.
+    pub fn oldest_pending(&self) -> Option<u64> {
+        self.live()
+            .flat_map(|(_, s)| s.log.pending().map(|p| p.seq))
+            .min()
+    }
+
+    /// Follows one change of a reload. Returns a new slot, which the task
+    /// checks against its checkpoint (one may have been saved, and the log
+    /// compacted under it, since the writer read it).
+    pub fn change(&mut self, change: RouteChange) -> Option<usize> {
+        match change {
+            RouteChange::Added {
+                slot,
+                name,
+                spec,
+                start,
+                watermark,
+            } => {
+                if slot != self.slots.len() {
+                    tracing::error!(slot, slots = self.slots.len(), route = %name, "A new route's slot is out of step with the writer; it is not replicated.");
+                    return None;
+                }
+                tracing::info!(route = %name, "A reload added this route: reading its deltas from the log.");
+                self.slots.push(Slot::new(name, spec, *start, watermark));
+                Some(slot)
+            }
+            RouteChange::Reshaped { slot, spec } => {
+                let s = self.live_mut(slot)?;
+                // The writer reshaped its state alike; own pending deltas
+                // name their arms, so they still apply.
+                match s.log.base.clone().reshape(&spec) {
+                    Ok(base) => s.log.base = base,
+                    Err(e) => {
+                        tracing::error!(route = %s.name, error = %e, "The merged state could not follow the reload; deltas that do not fit are passed over.");
+                    }
+                }
+                s.spec = spec;
+                None
+            }
+            RouteChange::Restarted {
+                slot,
+                spec,
+                start,
+                watermark,
+            } => {
+                let s = self.live_mut(slot)?;
+                s.log.restart(*start, watermark);
+                // Own deltas of the old feature space still ship (for
+                // replicas on the old config) but cannot apply here.
+                s.log.drop_pending();
+                s.spec = spec;
+                s.saved = watermark;
+                None
+            }
+            RouteChange::Removed { slot } => {
+                if let Some(s) = self.live_mut(slot) {
+                    s.live = false;
+                    s.log.drop_pending();
+                }
+                None
+            }
+        }
+    }
+}
