@@ -33,14 +33,17 @@ const GIVE_BACK: &str = "UPDATE budget_leases SET granted_usd = GREATEST(granted
     updated_at = now() WHERE key_id = $1 AND period = $2";
 
 impl Store {
-    /// Grants up to `want` USD of `key_id`'s budget `limit` for `period`
-    /// (which began at `since`), as much as is left.
+    /// Grants `key_id` up to `want` USD of its budget `limit` for `period`
+    /// (which began at `since`): as much as is left, but nothing when less
+    /// than `need` is left (a lease that cannot serve the request would only
+    /// strand budget on this replica).
     pub async fn lease_budget(
         &self,
         key_id: &str,
         period: &str,
         since: DateTime<Utc>,
         limit: f64,
+        need: f64,
         want: f64,
     ) -> Result<Grant, StoreError> {
         let Store::Postgres(pool) = self else {
@@ -58,7 +61,8 @@ impl Store {
             .bind(period)
             .fetch_one(&mut *tx)
             .await?;
-        let granted = want.min(limit - before).max(0.0);
+        let left = (limit - before).max(0.0);
+        let granted = if left >= need { want.min(left) } else { 0.0 };
         if granted > 0.0 {
             sqlx::query(GRANT)
                 .bind(key_id)

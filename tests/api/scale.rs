@@ -158,7 +158,11 @@ async fn policy(http: &reqwest::Client, base: &str) -> Value {
 fn total(state: &Value, what: &str) -> u64 {
     state["arms"]
         .as_array()
-        .map(|arms| arms.iter().map(|a| a["counts"][what].as_u64().unwrap()).sum())
+        .map(|arms| {
+            arms.iter()
+                .map(|a| a["counts"][what].as_u64().unwrap())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -227,7 +231,11 @@ fn same_statistics(a: &Value, b: &Value) {
             (&["outcome", "log_cost", "b"][..], "log-cost b"),
         ] {
             let get = |s: &Value| path.iter().fold(s.clone(), |v, k| v[*k].clone());
-            close(&floats(&get(x)), &floats(&get(y)), &format!("{name} {what}"));
+            close(
+                &floats(&get(x)),
+                &floats(&get(y)),
+                &format!("{name} {what}"),
+            );
         }
         for m in ["quality", "outcome"] {
             assert_eq!(x[m]["design"]["updates"], y[m]["design"]["updates"]);
@@ -270,8 +278,14 @@ async fn three_replicas_learn_what_one_process_that_saw_everything_learns() {
     for v in &views {
         same_statistics(&v["serving"], &one[0]["serving"]);
         // Every replica folded the same log: the merged states are the same bits.
-        assert_eq!(v["merged"]["state"]["arms"], views[0]["merged"]["state"]["arms"]);
-        assert_eq!(v["merged"]["state"]["pacing"], views[0]["merged"]["state"]["pacing"]);
+        assert_eq!(
+            v["merged"]["state"]["arms"],
+            views[0]["merged"]["state"]["arms"]
+        );
+        assert_eq!(
+            v["merged"]["state"]["pacing"],
+            views[0]["merged"]["state"]["pacing"]
+        );
     }
 
     let list = admin(&http, &replicas[0].base, "/admin/replicas").await;
@@ -293,7 +307,11 @@ async fn three_replicas_learn_what_one_process_that_saw_everything_learns() {
 
     // A clean stop signs off: the replica is listed, stopped, not live.
     let pid = replicas[2].child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     assert!(replicas[2].child.wait().unwrap().success());
     let list = admin(&http, &replicas[0].base, "/admin/replicas").await;
     let r2 = list["replicas"]
@@ -349,7 +367,10 @@ async fn a_replica_killed_with_sigkill_rejoins_and_converges() {
             .iter()
             .map(|v| total(&v["merged"]["state"], "feedback"))
             .collect();
-        let serving: Vec<u64> = views.iter().map(|v| total(&v["serving"], "feedback")).collect();
+        let serving: Vec<u64> = views
+            .iter()
+            .map(|v| total(&v["serving"], "feedback"))
+            .collect();
         let same = counts.windows(2).all(|w| w[0] == w[1])
             && serving.iter().all(|s| *s == counts[0])
             && views
@@ -363,7 +384,10 @@ async fn a_replica_killed_with_sigkill_rejoins_and_converges() {
     let learned = total(&views[0]["merged"]["state"], "feedback");
     assert!((60..=63).contains(&learned), "learned {learned} of 63");
     for v in &views {
-        assert_eq!(v["merged"]["state"]["arms"], views[0]["merged"]["state"]["arms"]);
+        assert_eq!(
+            v["merged"]["state"]["arms"],
+            views[0]["merged"]["state"]["arms"]
+        );
         same_statistics(&v["serving"], &views[0]["merged"]["state"]);
     }
     let list = admin(&http, &replicas[2].base, "/admin/replicas").await;
@@ -393,7 +417,10 @@ async fn replicas_learn_locally_through_a_database_outage_and_merge_after_it() {
     }
     // Each serves what it learned itself meanwhile.
     for r in &replicas {
-        assert_eq!(total(&policy(&http, &r.base).await["serving"], "feedback"), 20);
+        assert_eq!(
+            total(&policy(&http, &r.base).await["serving"], "feedback"),
+            20
+        );
     }
     let list = admin(&http, &replicas[0].base, "/admin/routes/learned/policy").await;
     assert_eq!(total(&list["merged"]["state"], "feedback"), 10);
