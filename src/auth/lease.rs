@@ -23,8 +23,9 @@ use crate::store::keys::KeyRecord;
 use crate::store::Store;
 use crate::telemetry::names;
 
-/// Longest a request waits for a grant.
-const GRANT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a request waits for a grant (generous: a slow database should
+/// delay a budgeted request, not fail it).
+const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Leases {
     store: Store,

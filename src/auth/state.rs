@@ -31,6 +31,9 @@ pub struct KeyState {
     ledger: Mutex<Ledger>,
     /// Shared budgets: a background top-up of the lease is under way.
     topping_up: AtomicBool,
+    /// Shared budgets: requests short of lease ask the ledger one at a time
+    /// (the next one often finds the previous grant enough).
+    lease_turn: tokio::sync::Mutex<()>,
 }
 
 fn limiter(per_minute: Option<i64>) -> Option<(DefaultDirectRateLimiter, u32)> {
@@ -63,6 +66,7 @@ impl KeyState {
             tokens: limiter(key.tokens_per_minute),
             ledger: Mutex::new(ledger),
             topping_up: AtomicBool::new(false),
+            lease_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -145,6 +149,11 @@ impl KeyState {
     /// Shared budgets: takes the unused lease out, to give it back.
     pub fn release_unused(&self) -> Vec<(Period, f64)> {
         self.ledger().release_unused(Utc::now())
+    }
+
+    /// Waits for this key's turn to ask the shared ledger for more.
+    pub async fn lease_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lease_turn.lock().await
     }
 
     /// Claims the key's one background top-up; false if one runs.

@@ -109,10 +109,13 @@ pub fn worst_case(
 /// Holds `worst` USD against the key's budget; with shared budgets, asks
 /// the ledger for more lease when this replica's does not cover it.
 pub async fn reserve(caller: &Caller, keys: &KeyRing, worst: f64) -> Result<Reservation, ApiError> {
-    // A grant per period at most (day, month), then one last try.
-    for _ in 0..3 {
+    // Wait for the key's turn at the ledger, then at most a grant per
+    // period (day, month), then one last try.
+    let mut turn = None;
+    for _ in 0..4 {
         match caller.state.reserve(worst) {
             Ok(r) => {
+                drop(turn);
                 if let Some(leases) = keys.leases() {
                     leases.top_up(&caller.key, &caller.state);
                 }
@@ -121,6 +124,10 @@ pub async fn reserve(caller: &Caller, keys: &KeyRing, worst: f64) -> Result<Rese
             Err(Refusal::Exhausted(e)) => return Err(exhausted(&e)),
             Err(Refusal::NeedLease { period, short }) => {
                 let Some(leases) = keys.leases() else { break };
+                if turn.is_none() {
+                    turn = Some(caller.state.lease_turn().await);
+                    continue; // another request's grant may be enough
+                }
                 leases
                     .extend(&caller.key, &caller.state, period, short)
                     .await
