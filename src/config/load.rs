@@ -223,4 +223,19 @@ models = ["small", "large"]
         let c = load_str(BASE, "t", &env).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9999");
     }
+
+    #[test]
+    fn scale_settings_are_checked_and_the_replica_id_comes_from_the_env() {
+        let e = err(&format!("{BASE}\n[scale]\ndelta_flush_ms = 5000\n"));
+        assert!(e.starts_with("test.toml: scale.stale_after_ms: must be at least twice"), "{e}");
+        let e = err(&format!("{BASE}\n[scale]\nreplica_id = \"a b\"\n"));
+        assert!(e.starts_with("test.toml: scale.replica_id:"), "{e}");
+        let e = err(&format!("{BASE}\n[scale]\nbudget_lease_fraction = 0.0\n"));
+        assert!(e.contains("scale.budget_lease_fraction"), "{e}");
+        let mut env = Env::new();
+        env.insert("SWITCHBOARD_REPLICA_ID".into(), "router-2".into());
+        let c = load_str(BASE, "t", &env).unwrap();
+        assert_eq!(c.scale.replica_id.as_deref(), Some("router-2"));
+        assert!(c.scale.enabled);
+    }
 }

@@ -288,6 +288,33 @@ async fn three_replicas_learn_what_one_process_that_saw_everything_learns() {
         );
     }
 
+    // The merged state is checkpointed and the deltas it covers compacted.
+    let mark = views[0]["merged"]["watermark"].as_i64().unwrap();
+    let pool = sqlx::PgPool::connect(&shared).await.unwrap();
+    let mut seen = (0, -1);
+    for _ in 0..200 {
+        seen = sqlx::query_as(
+            "SELECT (SELECT watermark FROM policy_state WHERE route = 'learned'), \
+             (SELECT COUNT(*) FROM policy_deltas WHERE route = 'learned')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if seen == (mark, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, (mark, 0), "checkpoint at {mark}, every delta compacted");
+    let state: String =
+        sqlx::query_scalar("SELECT CAST(snapshot AS TEXT) FROM policy_state WHERE route = 'learned'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["arms"], views[0]["merged"]["state"]["arms"]);
+    pool.close().await;
+
     let list = admin(&http, &replicas[0].base, "/admin/replicas").await;
     assert_eq!(list["enabled"], true);
     assert_eq!(list["self"]["id"], "r0");
@@ -534,4 +561,90 @@ async fn a_small_budget_spread_over_three_replicas_is_not_overshot() {
     assert!(granted <= budget + 1e-12, "granted {granted} of {budget}");
     // Leases strand at most about one lease and one reservation per replica.
     assert!(spent >= budget / 2.0, "only {spent} of {budget} was usable");
+}
+
+#[tokio::test]
+async fn on_sqlite_scale_out_is_off_and_says_so() {
+    let (a, b) = mocks().await;
+    let app = crate::helpers::spawn(
+        &config(&a.base_url(), &b.base_url()),
+        crate::helpers::Db::Sqlite,
+    )
+    .await;
+    let list = admin(&app.http, &app.url, "/admin/replicas").await;
+    assert_eq!(list["enabled"], false);
+    assert!(list["reason"].as_str().unwrap().contains("SQLite"), "{list}");
+    teach(&app.http, &app.url, 0).await;
+    let p = policy(&app.http, &app.url).await;
+    assert!(p["merged"].is_null());
+    assert_eq!(total(&p["serving"], "outcomes"), 1);
+    let r = app
+        .http
+        .get(format!("{}/admin/routes/nope/policy", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let unauth = app
+        .http
+        .get(format!("{}/admin/replicas", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+    app.shutdown().await;
+}
+
+/// An activated version starts a new epoch on every replica: they swap to
+/// it, and what they learn on top of it merges as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_swap_to_an_activated_version_and_keep_learning_as_one() {
+    let (a, b) = mocks().await;
+    let cfg = config(&a.base_url(), &b.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_postgres().await;
+    let mut replicas = Vec::new();
+    for id in ["r0", "r1"] {
+        replicas.push(start(&cfg, dir.path(), &db, id).await);
+    }
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        teach(&http, &replicas[i % 2].base, i).await;
+    }
+    let views = converged(&http, &replicas.iter().collect::<Vec<_>>(), 10).await;
+    // A "trained" version: the merged state so far, activated.
+    let store = switchboard::store::Store::connect_lazy(&db).unwrap();
+    store
+        .insert_policy(&switchboard::store::policies::NewPolicy {
+            version: "v7",
+            route: "learned",
+            algorithm: "linucb",
+            parameters: &views[0]["merged"]["state"],
+            metrics: &json!({}),
+            parent: None,
+            active: true,
+        })
+        .await
+        .unwrap();
+    for r in &replicas {
+        let mut epoch = Value::Null;
+        for _ in 0..200 {
+            epoch = policy(&http, &r.base).await["merged"]["epoch"].clone();
+            if epoch == "v7" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(epoch, "v7");
+    }
+    for i in 10..20 {
+        teach(&http, &replicas[i % 2].base, i).await;
+    }
+    let views = converged(&http, &replicas.iter().collect::<Vec<_>>(), 20).await;
+    for v in &views {
+        assert!(v["version"].as_str().unwrap().starts_with("v7."), "{}", v["version"]);
+        assert_eq!(v["merged"]["state"]["arms"], views[0]["merged"]["state"]["arms"]);
+    }
+    store.close().await;
 }
