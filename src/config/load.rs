@@ -226,8 +226,11 @@ models = ["small", "large"]
 
     #[test]
     fn scale_settings_are_checked_and_the_replica_id_comes_from_the_env() {
-        let e = err(&format!("{BASE}\n[scale]\ndelta_flush_ms = 5000\n"));
-        assert!(e.starts_with("test.toml: scale.stale_after_ms: must be at least twice"), "{e}");
+        let e = err(&format!("{BASE}\n[scale]\ndelta_flush_ms = 6000\n"));
+        assert!(
+            e.starts_with("test.toml: scale.stale_after_ms: must be at least twice"),
+            "{e}"
+        );
         let e = err(&format!("{BASE}\n[scale]\nreplica_id = \"a b\"\n"));
         assert!(e.starts_with("test.toml: scale.replica_id:"), "{e}");
         let e = err(&format!("{BASE}\n[scale]\nbudget_lease_fraction = 0.0\n"));

@@ -15,65 +15,19 @@ use tokio::sync::{mpsc, watch};
 
 use super::catalog::Catalog;
 use super::prepare::prepare_route;
-pub use super::prepare::{policy_config, route_spec};
+pub use super::prepare::{policy_config, route_spec, RouteLearner};
 use super::scale::{self, FromTask, ReplicaTask, Replication, StatusHandle, Tracker};
 use crate::bandit::{
-    Objective, Outcome, PolicyHandle, PolicySnapshot, PolicyWriter, Quality, RouteSpec,
-    UpdateError, UpdateReport,
+    Outcome, PolicySnapshot, PolicyWriter, Quality, RouteSpec, UpdateError, UpdateReport,
 };
 use crate::config::Config;
-use crate::domain::ModelName;
-use crate::features::{Encoder, FeatureError};
+use crate::features::FeatureError;
 use crate::store::Store;
 use crate::telemetry::names;
 
-/// Label of snapshots learned online (a training job writes its own).
-const ONLINE_LABEL: &str = "online";
 /// How often the writer saves changed state to the store.
 const PERSIST_EVERY: Duration = Duration::from_secs(10);
 const UPDATE_QUEUE: usize = 65_536;
-
-/// What the request path needs to decide for one route.
-pub struct RouteLearner {
-    pub encoder: Encoder,
-    pub policy: PolicyHandle,
-    pub objective: Objective,
-    pub exploration_cap: Option<f64>,
-    pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
-    /// Snapshot arm position -> catalog model index.
-    pub arm_models: Vec<usize>,
-    pub(super) arm_names: Vec<ModelName>,
-    /// The route's slot in the writer: stable across config reloads (a
-    /// catalog index is not), so updates from requests begun under an older
-    /// config still reach the right route.
-    pub slot: usize,
-}
-
-impl RouteLearner {
-    pub fn arm_of_model(&self, model: usize) -> Option<usize> {
-        self.arm_models.iter().position(|&m| m == model)
-    }
-
-    /// The exploration cap for a request: its tier's, else the route's.
-    pub fn exploration_cap_for(&self, tier: Option<&str>) -> Option<f64> {
-        tier.and_then(|t| self.tier_exploration_caps.get(t).copied())
-            .or(self.exploration_cap)
-    }
-
-    pub fn arm_name(&self, model: usize) -> Option<&ModelName> {
-        self.arm_of_model(model).map(|a| &self.arm_names[a])
-    }
-
-    /// The version string clients see in `x-switchboard-policy-version`.
-    pub fn version(snapshot: &PolicySnapshot) -> String {
-        let label = if snapshot.label().is_empty() {
-            ONLINE_LABEL
-        } else {
-            snapshot.label()
-        };
-        format!("{label}.{}", snapshot.version())
-    }
-}
 
 /// `route` is the route's writer slot (`RouteLearner::slot`).
 #[derive(Debug)]

@@ -4,9 +4,10 @@
 //! fresh policy at its priors. Used at start (`Learning::build`) and on a
 //! reload (`Learning::reshaped`). With scale-out the saved state is the
 //! replicas' checkpoint, and the log position it covers (its watermark) is
-//! where the replica task starts folding the route's deltas.
+//! where the replica task starts folding the route's deltas. Also what the
+//! request path reads for a prepared route (`RouteLearner`).
 
-use super::learning::{LearningError, RouteLearner};
+use super::learning::LearningError;
 use super::scale;
 use crate::bandit::{
     Algorithm, ArmSpec, BudgetConfig, Objective, PolicyConfig, PolicyHandle, PolicySnapshot,
@@ -16,6 +17,51 @@ use crate::config::{Config, RouteConfig};
 use crate::domain::ModelName;
 use crate::features::Encoder;
 use crate::store::Store;
+
+/// Label of snapshots learned online (a training job writes its own).
+const ONLINE_LABEL: &str = "online";
+
+/// What the request path needs to decide for one route.
+pub struct RouteLearner {
+    pub encoder: Encoder,
+    pub policy: PolicyHandle,
+    pub objective: Objective,
+    pub exploration_cap: Option<f64>,
+    pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
+    /// Snapshot arm position -> catalog model index.
+    pub arm_models: Vec<usize>,
+    pub(super) arm_names: Vec<ModelName>,
+    /// The route's slot in the writer: stable across config reloads (a
+    /// catalog index is not), so updates from requests begun under an older
+    /// config still reach the right route.
+    pub slot: usize,
+}
+
+impl RouteLearner {
+    pub fn arm_of_model(&self, model: usize) -> Option<usize> {
+        self.arm_models.iter().position(|&m| m == model)
+    }
+
+    /// The exploration cap for a request: its tier's, else the route's.
+    pub fn exploration_cap_for(&self, tier: Option<&str>) -> Option<f64> {
+        tier.and_then(|t| self.tier_exploration_caps.get(t).copied())
+            .or(self.exploration_cap)
+    }
+
+    pub fn arm_name(&self, model: usize) -> Option<&ModelName> {
+        self.arm_of_model(model).map(|a| &self.arm_names[a])
+    }
+
+    /// The version string clients see in `x-switchboard-policy-version`.
+    pub fn version(snapshot: &PolicySnapshot) -> String {
+        let label = if snapshot.label().is_empty() {
+            ONLINE_LABEL
+        } else {
+            snapshot.label()
+        };
+        format!("{label}.{}", snapshot.version())
+    }
+}
 
 /// A route ready to serve: its feature encoder, policy shape and the
 /// snapshot to start from.

@@ -180,11 +180,14 @@ impl LearningWriter {
         }
         for (slot, kept) in kept.into_iter().enumerate() {
             if !kept && self.live[slot] {
-                tracing::info!(route = %self.routes[slot], "A reload removed this route; its learned state is saved.");
                 self.live[slot] = false;
-                self.dirty[slot] = true;
                 if replicated {
+                    // The forced cut above shipped its last updates.
+                    tracing::info!(route = %self.routes[slot], "A reload removed this route; its last updates were shipped.");
                     changes.push(RouteChange::Removed { slot });
+                } else {
+                    tracing::info!(route = %self.routes[slot], "A reload removed this route; its learned state is saved.");
+                    self.dirty[slot] = true;
                 }
             }
         }

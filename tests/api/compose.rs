@@ -35,7 +35,10 @@ fn docker_compose_wires_the_router_to_postgres() {
     // none published: clients come through the load balancer.
     assert!(sb["deploy"]["replicas"].as_i64().unwrap() >= 3);
     assert!(sb["environment"]["SWITCHBOARD_REPLICA_ID"].is_badvalue());
-    assert!(sb["ports"].is_badvalue(), "replicas are reached through nginx");
+    assert!(
+        sb["ports"].is_badvalue(),
+        "replicas are reached through nginx"
+    );
 
     for v in sb["volumes"].as_vec().unwrap() {
         let spec = v.as_str().unwrap();
@@ -158,12 +161,17 @@ fn docker_compose_puts_the_replicas_behind_nginx() {
         .map(|l| l.split('#').next().unwrap().trim())
         .filter(|l| !l.is_empty())
         .collect();
-    let has = |want: &str| lines.iter().any(|l| *l == want);
-    assert!(has("server switchboard:8080 resolve max_fails=2 fail_timeout=5s;"));
+    let has = |want: &str| lines.contains(&want);
+    assert!(has(
+        "server switchboard:8080 resolve max_fails=2 fail_timeout=5s;"
+    ));
     assert!(has("listen 8080;"));
     assert!(has("proxy_pass http://switchboard;"));
     assert!(has("hash $affinity consistent;"), "sticky by client key");
-    assert!(has("proxy_buffering off;"), "streams pass through unbuffered");
+    assert!(
+        has("proxy_buffering off;"),
+        "streams pass through unbuffered"
+    );
     assert!(has("resolver 127.0.0.11 valid=5s ipv6=off;"));
     // Braces balance: the file is at least well nested.
     assert_eq!(conf.matches('{').count(), conf.matches('}').count());

@@ -156,48 +156,8 @@ impl RouteLog {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::testing::{fresh, learned};
     use super::*;
-    use crate::bandit::{
-        ArmSpec, BudgetConfig, Outcome, PolicyConfig, PolicyWriter, Quality, RouteSpec,
-    };
-    use crate::domain::{ModelName, Reward, Usd};
-
-    fn fresh() -> PolicySnapshot {
-        let spec = RouteSpec {
-            dimension: 3,
-            feature_fingerprint: 7,
-            config: PolicyConfig::default(),
-            budget: BudgetConfig::default(),
-            arms: ["a", "b"]
-                .iter()
-                .map(|n| ArmSpec::new(ModelName::parse(n).unwrap()))
-                .collect(),
-        };
-        PolicySnapshot::new(&spec).unwrap()
-    }
-
-    fn learned(from: &PolicySnapshot, arm: &str, n: usize) -> PolicyDelta {
-        let mut w = PolicyWriter::new(from.clone());
-        for i in 0..n {
-            let x = crate::features::Features::from(&[1.0, i as f64 / 10.0, 0.5][..]);
-            let name = ModelName::parse(arm).unwrap();
-            w.apply_outcome(&Outcome {
-                arm: name.clone(),
-                x: x.clone(),
-                cost_usd: Usd::new(1e-4).unwrap(),
-                latency_s: 0.3,
-                ok: true,
-            })
-            .unwrap();
-            w.apply_quality(&Quality {
-                arm: name,
-                x,
-                reward: Reward::new(0.7).unwrap(),
-            })
-            .unwrap();
-        }
-        w.state().delta_since(from)
-    }
 
     fn feedback(s: &PolicySnapshot, arm: &str) -> u64 {
         s.arm(s.arm_index(arm).unwrap()).unwrap().counts().feedback

@@ -27,6 +27,8 @@ mod codec;
 mod fold;
 mod slots;
 mod task;
+#[cfg(test)]
+mod testing;
 mod tracker;
 pub mod view;
 

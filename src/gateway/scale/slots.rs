@@ -220,3 +220,105 @@ impl Slots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::testing::{fresh, learned, spec};
+    use super::*;
+
+    fn pending(seq: u64, from: &PolicySnapshot, arm: &str) -> Pending {
+        Pending {
+            seq,
+            epoch: String::new(),
+            delta: learned(from, arm, 2),
+            committed: false,
+        }
+    }
+
+    fn added(slot: usize, name: &str, watermark: i64) -> RouteChange {
+        RouteChange::Added {
+            slot,
+            name: name.into(),
+            spec: spec(&["a", "b"]),
+            start: Box::new(fresh()),
+            watermark,
+        }
+    }
+
+    #[test]
+    fn a_reload_adds_retires_and_re_adds_routes_by_slot() {
+        let mut slots = Slots::new(
+            vec!["x".into()],
+            vec![spec(&["a", "b"])],
+            vec![(fresh(), 9)],
+        );
+        // A new route starts at its checkpoint's watermark, which now
+        // bounds what this replica has merged.
+        assert_eq!(slots.change(added(1, "y", 4)), Some(1));
+        assert_eq!((slots.find("y"), slots.watermark()), (Some(1), 4));
+        slots.hand_over(&[1, 1], [(1, pending(3, &fresh(), "a"))].into_iter());
+        assert_eq!(slots.oldest_pending(), Some(3));
+        // Removed: not read, not waited for, not in the watermark.
+        assert_eq!(slots.change(RouteChange::Removed { slot: 1 }), None);
+        assert_eq!((slots.find("y"), slots.watermark()), (None, 9));
+        assert_eq!(slots.oldest_pending(), None);
+        assert_eq!(slots.live().count(), 1);
+        // Back again: a new slot, the retired one stays retired.
+        assert_eq!(slots.change(added(2, "y", 0)), Some(2));
+        assert_eq!(slots.find("y"), Some(2));
+        assert!(!slots.get(1).unwrap().live);
+        // A slot out of step with the writer is refused.
+        assert_eq!(slots.change(added(7, "z", 0)), None);
+        assert_eq!(slots.len(), 3);
+    }
+
+    #[test]
+    fn with_no_live_route_the_watermark_is_what_was_read() {
+        let mut slots = Slots::new(
+            vec!["x".into()],
+            vec![spec(&["a", "b"])],
+            vec![(fresh(), 2)],
+        );
+        slots.change(RouteChange::Removed { slot: 0 });
+        slots.advance(40);
+        assert_eq!(slots.watermark(), 40, "the log is not read again from 0");
+    }
+
+    #[test]
+    fn a_reshaped_route_keeps_its_merged_state_and_a_restarted_one_drops_it() {
+        let base = fresh();
+        let mut slots = Slots::new(
+            vec!["x".into()],
+            vec![spec(&["a", "b"])],
+            vec![(base.clone(), 0)],
+        );
+        let slot = slots.live_mut(0).unwrap();
+        slot.log.fold(1, None, "", Ok(learned(&base, "a", 3)));
+        slots.hand_over(&[1], [(0, pending(1, &base, "b"))].into_iter());
+        // An arm added by the reload: learned statistics carry over, the
+        // pending own delta still applies (by arm name).
+        slots.change(RouteChange::Reshaped {
+            slot: 0,
+            spec: spec(&["a", "b", "c"]),
+        });
+        let s = slots.get(0).unwrap();
+        let serving = s.log.serving().unwrap();
+        assert_eq!(serving.arm_count(), 3);
+        let feedback = |arm: &str| {
+            let i = serving.arm_index(arm).unwrap();
+            serving.arm(i).unwrap().counts().feedback
+        };
+        assert_eq!((feedback("a"), feedback("b"), feedback("c")), (3, 2, 0));
+        // Another feature space: the fold starts over and waits for nothing.
+        slots.change(RouteChange::Restarted {
+            slot: 0,
+            spec: spec(&["a"]),
+            start: Box::new(PolicySnapshot::new(&spec(&["a"])).unwrap()),
+            watermark: 5,
+        });
+        let s = slots.get(0).unwrap();
+        assert_eq!((s.log.watermark, s.log.base.arm_count()), (5, 1));
+        assert_eq!(slots.oldest_pending(), None);
+    }
+}

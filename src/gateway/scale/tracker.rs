@@ -234,3 +234,84 @@ fn rebuild(
     next.keep_local_state_of(serving);
     Ok((base, next))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::super::testing::{fresh, spec, teach};
+    use super::*;
+
+    fn flush(rx: &mut mpsc::Receiver<ToTask>) -> Flush {
+        match rx.try_recv().unwrap() {
+            ToTask::Flush(f) => f,
+            other => panic!("expected a flush, got {other:?}"),
+        }
+    }
+
+    fn feedback(w: &PolicyWriter, arm: &str) -> u64 {
+        let s = w.state();
+        s.arm(s.arm_index(arm).unwrap()).unwrap().counts().feedback
+    }
+
+    #[test]
+    fn a_reload_ships_the_old_shape_first_then_follows_the_new_slots() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut writers = vec![PolicyWriter::new(fresh())];
+        let mut t = Tracker::new(tx, &writers);
+        teach(&mut writers[0], "a", 2);
+        t.cut(&writers, false);
+        teach(&mut writers[0], "b", 1);
+        // The reload: a forced cut while the first flush is unacknowledged.
+        t.cut(&writers, true);
+        let (first, second) = (flush(&mut rx), flush(&mut rx));
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert_eq!(second.deltas[0].delta.arms[0].arm, "b");
+        // Route 0 gains arm `c`; route 1 is new.
+        let wider = spec(&["a", "b", "c"]);
+        writers[0] = PolicyWriter::new(writers[0].state().clone().reshape(&wider).unwrap());
+        writers.push(PolicyWriter::new(fresh()));
+        let specs = vec![wider.clone(), spec(&["a", "b"])];
+        t.reshaped(
+            &writers,
+            vec![
+                RouteChange::Reshaped {
+                    slot: 0,
+                    spec: wider,
+                },
+                RouteChange::Added {
+                    slot: 1,
+                    name: "new".into(),
+                    spec: spec(&["a", "b"]),
+                    start: Box::new(fresh()),
+                    watermark: 0,
+                },
+            ],
+        );
+        assert!(matches!(rx.try_recv().unwrap(), ToTask::Routes(c) if c.len() == 2));
+        // A merged state from before the task heard of the reload (old
+        // arms, both flushes merged) is refitted to the new arms.
+        let mut merged = PolicyWriter::new(fresh());
+        teach(&mut merged, "a", 2);
+        teach(&mut merged, "b", 1);
+        let msg = FromTask::Rebase {
+            route: 0,
+            epoch: String::new(),
+            snapshot: Box::new(merged.state().clone()),
+            through_seq: 2,
+        };
+        assert_eq!(t.on_task(msg, &mut writers, &specs), Some(0));
+        assert_eq!(writers[0].state().arm_count(), 3);
+        assert_eq!(feedback(&writers[0], "a"), 2, "nothing counted twice");
+        // What the new arm and the new route learn ships next.
+        teach(&mut writers[0], "c", 1);
+        teach(&mut writers[1], "a", 3);
+        t.cut(&writers, false);
+        let next = flush(&mut rx);
+        let routes: Vec<(usize, &str)> = next
+            .deltas
+            .iter()
+            .map(|d| (d.route, d.delta.arms[0].arm.as_str()))
+            .collect();
+        assert_eq!(routes, [(0, "c"), (1, "a")]);
+    }
+}

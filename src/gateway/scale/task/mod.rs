@@ -263,6 +263,7 @@ impl ReplicaTask {
                         tracing::debug!(route = %e.route, pos = e.pos, "An own delta from before a reload changed the route's features was passed over.");
                     }
                     Folded::OtherFeatures => {
+                        metrics::counter!(names::SCALE_DELTAS_REJECTED).increment(1);
                         tracing::warn!(route = %e.route, replica = %e.replica, "A delta was learned on other features for this route; it was passed over (do the replicas run the same route config?).");
                     }
                     Folded::Rejected(why) => {
