@@ -135,6 +135,9 @@ impl Running {
         if tokio::time::timeout(self.grace, self.server).await.is_err() {
             tracing::warn!("In-flight requests outlived the shutdown grace period.");
         }
+        // Shared budgets: what this replica was granted and did not spend
+        // goes back to the other replicas.
+        self.live.current().keys.give_back_leases().await;
         let _ = self.drain.send(true);
         if tokio::time::timeout(self.grace, self.learner)
             .await

@@ -73,3 +73,22 @@ pub async fn decision(
         }
     }
 }
+
+/// `GET /admin/replicas`: this replica's identity and replication status,
+/// and every replica's heartbeat with its liveness (docs/scaling.md).
+pub async fn replicas(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    match crate::gateway::scale::view::replicas(&state.gateway()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Listing replicas failed.");
+            ApiError::unavailable(
+                "store_unavailable",
+                "The replicas table could not be read; retry later.",
+            )
+            .into_response()
+        }
+    }
+}

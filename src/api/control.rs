@@ -117,9 +117,12 @@ pub async fn route(
 #[derive(Debug, Deserialize)]
 pub struct PolicyQuery {
     prompt: Option<String>,
+    /// Include the whole serving (and, with scale-out, merged) snapshots.
+    #[serde(default)]
+    state: bool,
 }
 
-/// `GET /admin/routes/{name}/policy?prompt=...`
+/// `GET /admin/routes/{name}/policy?prompt=...&state=true`
 pub async fn policy(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -132,7 +135,7 @@ pub async fn policy(
     let gw = state.gateway();
     let prompt = q.prompt.as_deref().unwrap_or("Hello");
     match route_index(&gw, &name) {
-        Ok(i) => Json(views::policy(&gw, i, prompt)).into_response(),
+        Ok(i) => Json(views::policy(&gw, i, prompt, q.state)).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -85,6 +85,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(experiments::promote),
         )
         .route("/admin/experiments/{name}/stop", post(experiments::stop))
+        .route("/admin/replicas", get(admin::replicas))
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("unknown_url", "No such endpoint on this router.")

@@ -14,9 +14,12 @@
 //!   once per `NEGATIVE_TTL`) reads the database.
 //! - Budgets start from the costs recorded in the database when a key is
 //!   first used by this process, then count this replica's settled costs.
+//!   With shared budgets (scale-out on Postgres) a replica spends only the
+//!   leases the shared ledger grants it (`lease.rs`).
 
 pub mod budget;
 pub mod issue;
+pub mod lease;
 pub mod secret;
 pub mod state;
 
@@ -30,6 +33,7 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::store::keys::KeyRecord;
 use crate::store::Store;
+pub use lease::{LeaseError, Leases};
 pub use state::{KeyState, Limited, Reservation};
 
 /// How long an unknown key is remembered as unknown.
@@ -84,11 +88,14 @@ pub struct KeyRing {
     refresh: Duration,
     entries: moka::sync::Cache<String, Arc<Entry>>,
     states: moka::sync::Cache<String, Arc<KeyState>>,
+    /// Shared budgets across replicas; `None` = this replica's own ledger.
+    leases: Option<Arc<Leases>>,
 }
 
 impl KeyRing {
-    pub fn new(store: Store, required: bool, refresh: Duration) -> Self {
+    pub fn new(store: Store, required: bool, refresh: Duration, leases: Option<Leases>) -> Self {
         Self {
+            leases: leases.map(Arc::new),
             store,
             required,
             refresh,
@@ -180,6 +187,15 @@ impl KeyRing {
         if let Some(s) = self.states.get(&key.id) {
             return Ok(s);
         }
+        let budgeted = key.budget_usd_per_day.is_some() || key.budget_usd_per_month.is_some();
+        if budgeted && self.leases.is_some() {
+            let state = Arc::new(KeyState::leased(key));
+            return Ok(self
+                .states
+                .entry(key.id.clone())
+                .or_insert_with(|| state)
+                .into_value());
+        }
         let (day, month) = period_starts(Utc::now());
         let spent = async {
             let d = self.store.key_spent_since(&key.id, day).await?;
@@ -204,6 +220,23 @@ impl KeyRing {
             .entry(key.id.clone())
             .or_insert_with(|| state)
             .into_value())
+    }
+
+    /// Shared budgets, when on.
+    pub fn leases(&self) -> Option<&Arc<Leases>> {
+        self.leases.as_ref()
+    }
+
+    /// Shared budgets: gives every unused lease back (on shutdown).
+    pub async fn give_back_leases(&self) {
+        if let Some(leases) = &self.leases {
+            let states = self
+                .states
+                .iter()
+                .map(|(id, s)| ((*id).clone(), s))
+                .collect();
+            leases.give_back(states).await;
+        }
     }
 
     /// Forgets a key at once on this replica (after a revocation here).

@@ -6,6 +6,7 @@
 //! real cost, or on drop with cost 0 (the request ended before any answer).
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::budget::{BudgetExhausted, BudgetLimits, Ledger};
+use super::budget::{BudgetLimits, Ledger, Period, Refusal};
 use crate::store::keys::KeyRecord;
 
 /// A rate limit was hit: which one, and when to retry.
@@ -28,6 +29,11 @@ pub struct KeyState {
     requests: Option<(DefaultDirectRateLimiter, u32)>,
     tokens: Option<(DefaultDirectRateLimiter, u32)>,
     ledger: Mutex<Ledger>,
+    /// Shared budgets: a background top-up of the lease is under way.
+    topping_up: AtomicBool,
+    /// Shared budgets: requests short of lease ask the ledger one at a time
+    /// (the next one often finds the previous grant enough).
+    lease_turn: tokio::sync::Mutex<()>,
 }
 
 fn limiter(per_minute: Option<i64>) -> Option<(DefaultDirectRateLimiter, u32)> {
@@ -36,16 +42,31 @@ fn limiter(per_minute: Option<i64>) -> Option<(DefaultDirectRateLimiter, u32)> {
     Some((RateLimiter::direct(Quota::per_minute(nz)), n))
 }
 
+fn limits(key: &KeyRecord) -> BudgetLimits {
+    BudgetLimits {
+        usd_per_day: key.budget_usd_per_day,
+        usd_per_month: key.budget_usd_per_month,
+    }
+}
+
 impl KeyState {
     pub fn new(key: &KeyRecord, spent_day: f64, spent_month: f64) -> Self {
-        let limits = BudgetLimits {
-            usd_per_day: key.budget_usd_per_day,
-            usd_per_month: key.budget_usd_per_month,
-        };
+        let ledger = Ledger::new(limits(key), Utc::now(), spent_day, spent_month);
+        Self::with_ledger(key, ledger)
+    }
+
+    /// A key whose budget is shared by replicas through leases.
+    pub fn leased(key: &KeyRecord) -> Self {
+        Self::with_ledger(key, Ledger::leased(limits(key), Utc::now()))
+    }
+
+    fn with_ledger(key: &KeyRecord, ledger: Ledger) -> Self {
         Self {
             requests: limiter(key.requests_per_minute),
             tokens: limiter(key.tokens_per_minute),
-            ledger: Mutex::new(Ledger::new(limits, Utc::now(), spent_day, spent_month)),
+            ledger: Mutex::new(ledger),
+            topping_up: AtomicBool::new(false),
+            lease_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -97,7 +118,7 @@ impl KeyState {
         }
     }
 
-    pub fn reserve(self: &Arc<Self>, amount: f64) -> Result<Reservation, BudgetExhausted> {
+    pub fn reserve(self: &Arc<Self>, amount: f64) -> Result<Reservation, Refusal> {
         self.ledger().reserve(Utc::now(), amount)?;
         Ok(Reservation {
             state: self.clone(),
@@ -109,6 +130,39 @@ impl KeyState {
     /// USD currently held by requests in flight.
     pub fn reserved(&self) -> f64 {
         self.ledger().reserved()
+    }
+
+    pub fn limits(&self) -> BudgetLimits {
+        self.ledger().limits()
+    }
+
+    /// Shared budgets: books a grant of the ledger (see `Ledger::grant`).
+    pub fn grant(&self, period: Period, amount: f64, total: f64) {
+        self.ledger().grant(Utc::now(), period, amount, total);
+    }
+
+    /// Shared budgets: lease not yet spent or reserved, per period.
+    pub fn unused(&self) -> Vec<(Period, f64)> {
+        self.ledger().unused(Utc::now())
+    }
+
+    /// Shared budgets: takes the unused lease out, to give it back.
+    pub fn release_unused(&self) -> Vec<(Period, f64)> {
+        self.ledger().release_unused(Utc::now())
+    }
+
+    /// Waits for this key's turn to ask the shared ledger for more.
+    pub async fn lease_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lease_turn.lock().await
+    }
+
+    /// Claims the key's one background top-up; false if one runs.
+    pub fn start_top_up(&self) -> bool {
+        !self.topping_up.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_top_up(&self) {
+        self.topping_up.store(false, Ordering::Release);
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Owns: per-arm models of quality, cost and latency; the decision rule
 //! (LinUCB, linear Thompson sampling, epsilon-greedy, random, fixed); budget
-//! pacing; drift response; snapshots and the single writer.
+//! pacing; drift response; snapshots, their additive deltas (replicas learn
+//! as one) and the single writer.
 //! Must not import `sim`, HTTP, async runtimes or I/O; features arrive as
 //! `&[f64]` / `Features` from `crate::features`.
 //!
@@ -20,6 +21,7 @@
 mod arm;
 mod config;
 mod decide;
+mod delta;
 mod drift;
 mod exact;
 mod fitted;
@@ -36,6 +38,7 @@ pub use config::{
     PolicyConfig,
 };
 pub use decide::{ArmReceipt, DecideError, Decision, DecisionRequest, Receipt};
+pub use delta::{ArmDelta, DeltaError, ModelDelta, PolicyDelta};
 pub use drift::{DriftEvent, DriftFlags, DriftSignal, Shift};
 pub use fitted::{FittedArm, LinearFit, TargetFit};
 pub use pacing::{PacingState, LAMBDA_MAX};

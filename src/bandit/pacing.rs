@@ -96,6 +96,30 @@ impl PacingState {
         }
     }
 
+    /// What this state learned since `earlier` (an ancestor): requests,
+    /// spend and the net move of the dual (see `delta.rs`).
+    pub(crate) fn shift_since(&self, earlier: &Self) -> (u64, f64, f64) {
+        (
+            self.requests.saturating_sub(earlier.requests),
+            self.spend_usd - earlier.spend_usd,
+            self.lambda - earlier.lambda,
+        )
+    }
+
+    /// Adds another replica's requests and spend and moves the dual by its
+    /// net shift, clamped into range. The spike backlog stays local.
+    pub(crate) fn merge(&mut self, requests: u64, spend_usd: f64, lambda_shift: f64) {
+        self.requests = self.requests.saturating_add(requests);
+        self.spend_usd = (self.spend_usd + spend_usd).max(0.0);
+        self.lambda = (self.lambda + lambda_shift).clamp(0.0, LAMBDA_MAX);
+    }
+
+    /// Keeps `local`'s spike backlog (a per-replica smoothing of its own
+    /// costs, not a shared statistic).
+    pub(crate) fn keep_backlog_of(&mut self, local: &Self) {
+        self.backlog = local.backlog;
+    }
+
     pub(crate) fn is_consistent(&self) -> bool {
         (0.0..=LAMBDA_MAX).contains(&self.lambda)
             && self.backlog.is_finite()

@@ -54,6 +54,11 @@ pub(crate) struct Design {
     #[serde(with = "exact::num")]
     pub weight: f64,
     pub updates: u64,
+    /// The model's decay clock: `sum ln g` over its updates (0 without
+    /// forgetting). Replicas ship what it moved by with their deltas, so
+    /// discounting composes across them (`delta.rs`).
+    #[serde(default, with = "exact::num")]
+    pub log_decay: f64,
 }
 
 impl Design {
@@ -76,6 +81,17 @@ impl Design {
             since_refresh: 0,
             weight: 0.0,
             updates: 0,
+            log_decay: 0.0,
+        }
+    }
+
+    /// Entry `(i, i)` of the prior `A_0`.
+    #[inline]
+    pub fn prior_diag(&self, i: usize) -> f64 {
+        if i == 0 {
+            self.lambda0
+        } else {
+            self.lambda
         }
     }
 
@@ -107,6 +123,7 @@ impl Design {
         self.pending = gamma * self.pending + share;
         self.weight = gamma * self.weight + 1.0;
         self.updates += 1;
+        self.log_decay += gamma.ln();
         self.since_refresh += 1;
         (v, self.since_refresh >= refresh_period(self.d))
     }
@@ -133,6 +150,8 @@ impl Design {
             && self.lambda0 > 0.0
             && self.pending >= 0.0
             && self.weight >= 0.0
+            && self.log_decay.is_finite()
+            && self.log_decay <= 0.0
             && [&self.a, &self.p]
                 .iter()
                 .all(|m| m.iter().all(|v| v.is_finite()))

@@ -76,6 +76,9 @@ fn apply_env(config: &mut Config, env: &Env) {
     if let Some(listen) = env.get("SWITCHBOARD_LISTEN").filter(|v| !v.is_empty()) {
         config.server.listen = listen.clone();
     }
+    if let Some(id) = env.get("SWITCHBOARD_REPLICA_ID").filter(|v| !v.is_empty()) {
+        config.scale.replica_id = Some(id.clone());
+    }
 }
 
 #[cfg(test)]
@@ -219,5 +222,23 @@ models = ["small", "large"]
         env.insert("SWITCHBOARD_LISTEN".into(), "127.0.0.1:9999".into());
         let c = load_str(BASE, "t", &env).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn scale_settings_are_checked_and_the_replica_id_comes_from_the_env() {
+        let e = err(&format!("{BASE}\n[scale]\ndelta_flush_ms = 6000\n"));
+        assert!(
+            e.starts_with("test.toml: scale.stale_after_ms: must be at least twice"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}\n[scale]\nreplica_id = \"a b\"\n"));
+        assert!(e.starts_with("test.toml: scale.replica_id:"), "{e}");
+        let e = err(&format!("{BASE}\n[scale]\nbudget_lease_fraction = 0.0\n"));
+        assert!(e.contains("scale.budget_lease_fraction"), "{e}");
+        let mut env = Env::new();
+        env.insert("SWITCHBOARD_REPLICA_ID".into(), "router-2".into());
+        let c = load_str(BASE, "t", &env).unwrap();
+        assert_eq!(c.scale.replica_id.as_deref(), Some("router-2"));
+        assert!(c.scale.enabled);
     }
 }

@@ -32,6 +32,9 @@ pub struct Config {
     /// what a reload re-reads. Not a key of the file.
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+    /// Several replicas learning as one over Postgres (docs/scaling.md).
+    #[serde(default)]
+    pub scale: ScaleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -289,6 +292,42 @@ impl Default for StoreConfig {
             spill_path: "switchboard-spill.jsonl".into(),
             retention_days: None,
             rollup_retention_days: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaleConfig {
+    /// Ship and merge learning deltas and share key budgets through
+    /// Postgres. Ignored on SQLite, which serves one process.
+    pub enabled: bool,
+    /// This replica's name in `replicas` and `/admin/replicas`;
+    /// `SWITCHBOARD_REPLICA_ID` overrides it. Default: hostname-pid-random.
+    pub replica_id: Option<String>,
+    /// How often a replica ships its deltas, pulls the others' and
+    /// heartbeats. Bounds what a replica that dies loses (its unshipped
+    /// updates) and how stale the others' view of it is.
+    pub delta_flush_ms: u64,
+    /// A replica whose heartbeat is older than this is not live: it no
+    /// longer holds back compaction and is shown as stale.
+    pub stale_after_ms: u64,
+    /// How often the merged state is checkpointed to `policy_state` and
+    /// deltas every live replica has merged are deleted.
+    pub checkpoint_ms: u64,
+    /// Share of a key's budget one replica leases at a time (shared budgets).
+    pub budget_lease_fraction: f64,
+}
+
+impl Default for ScaleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            replica_id: None,
+            delta_flush_ms: 2_000,
+            stale_after_ms: 10_000,
+            checkpoint_ms: 10_000,
+            budget_lease_fraction: 0.05,
         }
     }
 }

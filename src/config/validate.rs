@@ -41,6 +41,8 @@ pub(super) fn validate(c: &Config, file: &str) -> Result<(), ConfigError> {
         );
     }
 
+    validate_scale(&c.scale).map_err(|(key, reason)| ConfigError::invalid(file, key, reason))?;
+
     let mut providers = HashSet::new();
     for (i, p) in c.providers.iter().enumerate() {
         if !providers.insert(p.name.as_str()) {
@@ -377,6 +379,40 @@ fn validate_experiments(
             if let Err(err) = crate::auth::issue::check_flags(std::slice::from_ref(f)) {
                 return bad(key("key_flag"), err.to_string());
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_scale(s: &super::schema::ScaleConfig) -> Result<(), (String, String)> {
+    let bad = |key: &str, reason: &str| Err((format!("scale.{key}"), reason.to_owned()));
+    if !(50..=600_000).contains(&s.delta_flush_ms) {
+        return bad("delta_flush_ms", "must be between 50 and 600000 ms");
+    }
+    if s.stale_after_ms < 2 * s.delta_flush_ms {
+        return bad(
+            "stale_after_ms",
+            "must be at least twice delta_flush_ms (a live replica heartbeats once per flush)",
+        );
+    }
+    if s.checkpoint_ms < s.delta_flush_ms {
+        return bad("checkpoint_ms", "must be at least delta_flush_ms");
+    }
+    let f = s.budget_lease_fraction;
+    if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+        return bad("budget_lease_fraction", "must be a number in (0, 1]");
+    }
+    if let Some(id) = &s.replica_id {
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        if !ok {
+            return bad(
+                "replica_id",
+                "must be 1 to 128 characters of letters, digits, '-', '_', '.', ':'",
+            );
         }
     }
     Ok(())

@@ -9,6 +9,8 @@
 //! the highest output price, over the models this request may try; one
 //! more prompt on a hedged route, one more prompt and answer on a route
 //! that continues broken streams (`Extra`).
+//! With shared budgets (scale-out), a request that does not fit this
+//! replica's lease waits for one grant of the shared ledger (`auth/lease.rs`).
 
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -16,7 +18,8 @@ use serde_json::{Map, Value};
 use super::catalog::Catalog;
 use super::options::RouterOptions;
 use super::Gateway;
-use crate::auth::{Caller, Limited, Reservation};
+use crate::auth::budget::{BudgetExhausted, Refusal};
+use crate::auth::{Caller, KeyRing, Limited, Reservation};
 use crate::error::ApiError;
 use crate::providers::tokens;
 
@@ -78,16 +81,15 @@ pub fn has_budget(caller: &Caller) -> bool {
     caller.key.budget_usd_per_day.is_some() || caller.key.budget_usd_per_month.is_some()
 }
 
-/// Holds the worst-case cost of trying `models` against the key's budget.
-pub fn reserve(
-    caller: &Caller,
+/// The worst-case cost in USD of trying `models` (see the module docs).
+pub fn worst_case(
     catalog: &Catalog,
     models: &[usize],
     body: &Map<String, Value>,
     prompt_tokens: u32,
     default_output_tokens: u32,
     extra: Extra,
-) -> Result<Reservation, ApiError> {
+) -> f64 {
     let output = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_f64))
@@ -100,20 +102,63 @@ pub fn reserve(
     }
     let prompts = 1.0 + f64::from(u8::from(extra.hedged)) + f64::from(u8::from(extra.continued));
     let outputs = 1.0 + f64::from(u8::from(extra.continued));
-    let worst = (prompts * f64::from(prompt_tokens) * input_price
-        + outputs * output * output_price)
-        / 1_000_000.0;
-    caller.state.reserve(worst).map_err(|e| {
-        let mut err = ApiError::rate_limited(
-            format!(
-                "This API key's budget is exhausted: {e}. Lower `max_tokens`, wait for the next period, or raise the key's budget."
-            ),
-            None,
-        );
-        err.kind = "insufficient_quota";
-        err.code = Some("budget_exceeded");
-        err
-    })
+    (prompts * f64::from(prompt_tokens) * input_price + outputs * output * output_price)
+        / 1_000_000.0
+}
+
+/// Holds `worst` USD against the key's budget; with shared budgets, asks
+/// the ledger for more lease when this replica's does not cover it.
+pub async fn reserve(caller: &Caller, keys: &KeyRing, worst: f64) -> Result<Reservation, ApiError> {
+    // Wait for the key's turn at the ledger, then at most a grant per
+    // period (day, month), then one last try.
+    let mut turn = None;
+    for _ in 0..4 {
+        match caller.state.reserve(worst) {
+            Ok(r) => {
+                drop(turn);
+                if let Some(leases) = keys.leases() {
+                    leases.top_up(&caller.key, &caller.state);
+                }
+                return Ok(r);
+            }
+            Err(Refusal::Exhausted(e)) => return Err(exhausted(&e)),
+            Err(Refusal::NeedLease { period, short }) => {
+                let Some(leases) = keys.leases() else { break };
+                if turn.is_none() {
+                    turn = Some(caller.state.lease_turn().await);
+                    continue; // another request's grant may be enough
+                }
+                leases
+                    .extend(&caller.key, &caller.state, period, short)
+                    .await
+                    .map_err(|_| {
+                        ApiError::unavailable(
+                            "budget_unavailable",
+                            "This API key's shared budget cannot be checked right now (the database is unreachable); retry later.",
+                        )
+                    })?;
+            }
+        }
+    }
+    let mut err = ApiError::rate_limited(
+        "This API key's budget is exhausted: other replicas hold the rest of it. Retry later or raise the key's budget.",
+        None,
+    );
+    err.kind = "insufficient_quota";
+    err.code = Some("budget_exceeded");
+    Err(err)
+}
+
+fn exhausted(e: &BudgetExhausted) -> ApiError {
+    let mut err = ApiError::rate_limited(
+        format!(
+            "This API key's budget is exhausted: {e}. Lower `max_tokens`, wait for the next period, or raise the key's budget."
+        ),
+        None,
+    );
+    err.kind = "insufficient_quota";
+    err.code = Some("budget_exceeded");
+    err
 }
 
 /// `admit` for an optional caller; applies the key's tier to `options`.
@@ -147,7 +192,7 @@ pub struct Extra {
 
 /// The caller's `KeyUse` for the `Draft`, holding the worst case of the
 /// models this request may try when the key has a budget.
-pub fn hold(
+pub async fn hold(
     gw: &Gateway,
     caller: Option<Caller>,
     ranking: &[usize],
@@ -161,15 +206,15 @@ pub fn hold(
     let reservation = if has_budget(&caller) {
         let max_models = gw.resilience.max_models_per_request as usize;
         let tried = &ranking[..ranking.len().min(max_models)];
-        Some(reserve(
-            &caller,
+        let worst = worst_case(
             &gw.catalog,
             tried,
             body,
             prompt_tokens,
             gw.reserve_output_tokens,
             extra,
-        )?)
+        );
+        Some(reserve(&caller, &gw.keys, worst).await?)
     } else {
         None
     };

@@ -5,13 +5,13 @@
 //! |---|---|
 //! | providers | kept when their `[[providers]]` entry is unchanged (warm connection pools), else rebuilt |
 //! | catalog, rules, resilience, timeouts | rebuilt from the new file |
-//! | per-route policies | the single writer carries learned state over by route and arm name (`reshape.rs`) |
+//! | per-route policies | the single writer carries learned state over by route and arm name (`reshape.rs`); with scale-out the replica task follows slot by slot |
 //! | circuit breakers, latency windows | kept per model name (shared cells), new models start fresh |
 //! | recent decisions | a new table; the old one stays readable (translated) for feedback |
 //! | response cache | kept when models and every route's arms and cache settings are unchanged, else emptied |
 //! | experiments, flags, arm lifecycles | a new plan for the new catalog (`plan.rs`) |
 //! | forced-exploration counts | shared |
-//! | outbox, store, client keys, learner task | shared, never rebuilt |
+//! | outbox, store, client keys (and budget leases), learner task, replica task | shared, never rebuilt (`[scale]` is read at start) |
 //!
 //! Nothing here touches the live gateway: the caller swaps the result in.
 

@@ -5,69 +5,29 @@
 //!
 //! The request path only ever `try_send`s an update; it never waits for the
 //! writer, and the writer never holds anything the request path needs.
+//! With scale-out on (Postgres), the writer also cuts deltas for the replica
+//! task and rebuilds on merged ones (`scale/`); the task, not the writer,
+//! then saves the (merged) state.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use super::catalog::Catalog;
+use super::prepare::prepare_route;
+pub use super::prepare::{policy_config, route_spec, RouteLearner};
+use super::scale::{self, FromTask, ReplicaTask, Replication, StatusHandle, Tracker};
 use crate::bandit::{
-    Algorithm, ArmSpec, BudgetConfig, Objective, Outcome, PolicyConfig, PolicyHandle,
-    PolicySnapshot, PolicyWriter, Quality, RouteSpec,
+    Outcome, PolicySnapshot, PolicyWriter, Quality, RouteSpec, UpdateError, UpdateReport,
 };
-use crate::config::{Config, RouteConfig};
-use crate::domain::ModelName;
-use crate::features::{Encoder, FeatureError};
+use crate::config::Config;
+use crate::features::FeatureError;
 use crate::store::Store;
 use crate::telemetry::names;
 
-/// Label of snapshots learned online (a training job writes its own).
-const ONLINE_LABEL: &str = "online";
 /// How often the writer saves changed state to the store.
 const PERSIST_EVERY: Duration = Duration::from_secs(10);
 const UPDATE_QUEUE: usize = 65_536;
-
-/// What the request path needs to decide for one route.
-pub struct RouteLearner {
-    pub encoder: Encoder,
-    pub policy: PolicyHandle,
-    pub objective: Objective,
-    pub exploration_cap: Option<f64>,
-    pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
-    /// Snapshot arm position -> catalog model index.
-    pub arm_models: Vec<usize>,
-    pub(super) arm_names: Vec<ModelName>,
-    /// The route's slot in the writer: stable across config reloads (a
-    /// catalog index is not), so updates from requests begun under an older
-    /// config still reach the right route.
-    pub slot: usize,
-}
-
-impl RouteLearner {
-    pub fn arm_of_model(&self, model: usize) -> Option<usize> {
-        self.arm_models.iter().position(|&m| m == model)
-    }
-
-    /// The exploration cap for a request: its tier's, else the route's.
-    pub fn exploration_cap_for(&self, tier: Option<&str>) -> Option<f64> {
-        tier.and_then(|t| self.tier_exploration_caps.get(t).copied())
-            .or(self.exploration_cap)
-    }
-
-    pub fn arm_name(&self, model: usize) -> Option<&ModelName> {
-        self.arm_of_model(model).map(|a| &self.arm_names[a])
-    }
-
-    /// The version string clients see in `x-switchboard-policy-version`.
-    pub fn version(snapshot: &PolicySnapshot) -> String {
-        let label = if snapshot.label().is_empty() {
-            ONLINE_LABEL
-        } else {
-            snapshot.label()
-        };
-        format!("{label}.{}", snapshot.version())
-    }
-}
 
 /// `route` is the route's writer slot (`RouteLearner::slot`).
 #[derive(Debug)]
@@ -87,11 +47,16 @@ pub enum Update {
     },
     /// A reloaded configuration: the new route set (`reshape.rs`).
     Reshape(Box<super::reshape::Reshape>),
+    /// The replica task merged deltas or acknowledged a flush.
+    Replica(FromTask),
 }
 
 pub struct Learning {
     pub routes: Vec<RouteLearner>,
     pub(super) tx: mpsc::Sender<Update>,
+    /// Scale-out: this replica's identity and replication status (the same
+    /// across reloads: `[scale]` is read at start).
+    pub replica: Option<(Replication, StatusHandle)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,47 +81,88 @@ pub struct LearningWriter {
     tx: mpsc::Sender<Update>,
     /// The activation watcher, respawned when a reload changes the routes.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Scale-out: the replica task until `run` starts it, and the writer's
+    /// side of it.
+    replica: Option<(ReplicaTask, mpsc::Sender<scale::ToTask>)>,
+    /// Scale-out, while running: cuts deltas, follows reloads and swaps.
+    pub(super) tracker: Option<Tracker>,
 }
 
 impl Learning {
     /// Builds each route's policy, resuming from the store's saved state
-    /// when it fits the route as configured now.
+    /// (with scale-out, the replicas' checkpoint) when it fits the route as
+    /// configured now.
     pub async fn build(
         config: &Config,
         catalog: &Catalog,
         store: &Store,
     ) -> Result<(Self, LearningWriter), LearningError> {
+        let replication = Replication::new(&config.scale, store);
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut writers = Vec::with_capacity(config.routes.len());
         let mut specs = Vec::with_capacity(config.routes.len());
+        // Log position each route's start-up state covers (scale-out).
+        let mut watermarks = Vec::with_capacity(config.routes.len());
         for (slot, (r, entry)) in config.routes.iter().zip(&catalog.routes).enumerate() {
-            let prepared = super::prepare::prepare_route(r, config, store).await?;
+            let prepared = prepare_route(r, config, store, replication.is_some()).await?;
             let writer = PolicyWriter::new(prepared.snapshot);
             routes.push(
                 prepared
                     .parts
                     .learner(writer.handle(), entry.arms.clone(), slot),
             );
+            watermarks.push(prepared.watermark);
             writers.push(writer);
             specs.push(prepared.spec);
         }
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+        let names: Vec<String> = config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str().to_owned())
+            .collect();
+        let (replica, status) = match replication {
+            Some(rep) => {
+                let (to_task, task_rx) = mpsc::channel(scale::TO_TASK_QUEUE);
+                let starts = writers
+                    .iter()
+                    .zip(watermarks)
+                    .map(|(w, m)| (w.state().clone(), m))
+                    .collect();
+                let (task, status) = ReplicaTask::new(
+                    store.clone(),
+                    rep.clone(),
+                    names.clone(),
+                    specs.clone(),
+                    starts,
+                    task_rx,
+                    tx.clone(),
+                );
+                (Some((task, to_task)), Some((rep, status)))
+            }
+            None => (None, None),
+        };
         let writer = LearningWriter {
             dirty: vec![false; writers.len()],
             live: vec![true; writers.len()],
             watcher: None,
-            routes: config
-                .routes
-                .iter()
-                .map(|r| r.name.as_str().to_owned())
-                .collect(),
+            routes: names,
             writers,
             rx,
             store: store.clone(),
             specs,
             tx: tx.clone(),
+            replica,
+            tracker: None,
         };
-        Ok((Self { routes, tx }, writer))
+        Ok((
+            Self {
+                routes,
+                tx,
+                replica: status,
+            },
+            writer,
+        ))
     }
 
     /// Hands an update to the writer without waiting. A full queue drops it
@@ -168,60 +174,24 @@ impl Learning {
     }
 }
 
-/// The bandit configuration a route asks for: its `[routes.bandit]` table
-/// with the route-level `policy` and `exploration_cap` on top.
-pub fn policy_config(r: &RouteConfig) -> PolicyConfig {
-    let mut config: PolicyConfig = r.bandit.clone().unwrap_or_default();
-    config.algorithm = r.policy;
-    if let Some(cap) = r.exploration_cap {
-        config.exploration_cap = cap;
-    }
-    if config.algorithm == Algorithm::Fixed && config.fixed_arm.is_none() {
-        config.fixed_arm = r.models.first().cloned();
-    }
-    config
-}
-
-/// The policy shape serving builds for a route (the training job builds the
-/// same one, so its snapshots `prepare` cleanly in serving).
-pub fn route_spec(r: &RouteConfig, encoder: &Encoder, all: &Config) -> RouteSpec {
-    let config = policy_config(r);
-    let arms = r
-        .models
-        .iter()
-        .map(|m| {
-            let mut arm = ArmSpec::new(m.clone());
-            // A new arm's cost prior: a typical exchange (~500 tokens in,
-            // ~250 out) at its list prices, until it has been observed.
-            if let Some(p) = all.models.iter().find(|c| c.name == *m) {
-                arm.prior_cost_usd = Some(
-                    ((500.0 * p.input_usd_per_mtok + 250.0 * p.output_usd_per_mtok) / 1e6)
-                        .max(1e-9),
-                );
-            }
-            // A model onboarded with a prior (optimistic, or an offline
-            // evaluation's score) starts from it instead of the route's.
-            arm.prior_quality = r.onboard.get(m).and_then(|o| o.prior_quality);
-            arm
-        })
-        .collect();
-    RouteSpec {
-        dimension: encoder.dimension(),
-        feature_fingerprint: encoder.fingerprint(),
-        config,
-        budget: BudgetConfig {
-            target_usd_per_request: r.budget.map(|b| b.target_usd_per_request),
-        },
-        arms,
-    }
-}
-
 impl LearningWriter {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut buf = Vec::with_capacity(256);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.respawn_watcher(&shutdown);
+        // Scale-out: the replica task ships, merges and saves; the writer
+        // cuts a delta every flush interval.
+        let (mut task, flush_every) = match self.replica.take() {
+            Some((task, to_task)) => {
+                let every = task.flush_interval();
+                self.tracker = Some(Tracker::new(to_task, &self.writers));
+                (Some(tokio::spawn(task.run())), every)
+            }
+            None => (None, PERSIST_EVERY),
+        };
+        let mut flush = tokio::time::interval(flush_every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, 256) => {
@@ -230,7 +200,8 @@ impl LearningWriter {
                         self.respawn_watcher(&shutdown);
                     }
                 }
-                _ = persist.tick() => self.persist().await,
+                _ = flush.tick(), if self.tracker.is_some() => self.cut(false),
+                _ = persist.tick(), if self.tracker.is_none() => self.persist().await,
                 _ = shutdown.changed() => {
                     self.rx.close();
                     while self.rx.recv_many(&mut buf, 256).await > 0 {
@@ -243,8 +214,26 @@ impl LearningWriter {
         if let Some(w) = self.watcher.take() {
             w.abort();
         }
-        self.persist().await;
-        tracing::info!("The learner saved its state.");
+        if let Some(task) = task.take() {
+            self.cut(true);
+            self.tracker = None; // closes the task's queue: it ships, saves and stops
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "The replica task failed.");
+            }
+            tracing::info!("The learner shipped its last deltas.");
+        } else {
+            self.persist().await;
+            tracing::info!("The learner saved its state.");
+        }
+    }
+
+    /// Scale-out: hands what every route learned since the last cut to the
+    /// replica task (`force`: even while a flush is unacknowledged).
+    pub(super) fn cut(&mut self, force: bool) {
+        if let Some(t) = self.tracker.as_mut() {
+            t.cut(&self.writers, force);
+            metrics::gauge!(names::SCALE_UNFLUSHED).set(t.unflushed(&self.writers) as f64);
+        }
     }
 
     /// (Re)starts the activation watcher over the live routes, with each
@@ -277,33 +266,42 @@ impl LearningWriter {
         let mut touched = vec![false; self.writers.len()];
         let mut reshaped = false;
         for update in buf.drain(..) {
+            let update = match update {
+                Update::Reshape(r) => {
+                    // Earlier updates in this batch are published first, so
+                    // the reshaped state includes them.
+                    self.publish_touched(&mut touched);
+                    self.reshape(*r);
+                    touched.resize(self.writers.len(), false);
+                    reshaped = true;
+                    continue;
+                }
+                Update::Replica(msg) => {
+                    // A merge begun before a reload removed the route: no
+                    // request reads that slot's state any more.
+                    if msg
+                        .route()
+                        .is_some_and(|r| !self.live.get(r).copied().unwrap_or(false))
+                    {
+                        continue;
+                    }
+                    let rebuilt = match self.tracker.as_mut() {
+                        Some(t) => t.on_task(msg, &mut self.writers, &self.specs),
+                        None => None,
+                    };
+                    if let Some(r) = rebuilt {
+                        touched[r] = true;
+                    }
+                    continue;
+                }
+                other => other,
+            };
             let (route, result) = match &update {
                 Update::Outcome { route, outcome } => (
                     *route,
                     self.live_writer(*route).map(|w| w.apply_outcome(outcome)),
                 ),
-                Update::Swap { route, snapshot } => {
-                    // Prepared by the watcher against the route's spec at the
-                    // time; a reload since may have changed the arms.
-                    let fitted = self
-                        .specs
-                        .get(*route)
-                        .map(|spec| (**snapshot).clone().prepare(spec));
-                    match fitted {
-                        Some(Ok(s)) => (
-                            *route,
-                            self.live_writer(*route).map(|w| {
-                                w.replace(s);
-                                Ok(Default::default())
-                            }),
-                        ),
-                        Some(Err(e)) => {
-                            tracing::warn!(route = %self.routes[*route], error = %e, "An activated policy no longer fits the reloaded route; keeping the current one.");
-                            (*route, None)
-                        }
-                        None => (*route, None),
-                    }
-                }
+                Update::Swap { route, snapshot } => (*route, self.swap(*route, snapshot)),
                 Update::Quality { route, quality } => {
                     if let Some(name) = self.routes.get(*route) {
                         metrics::histogram!(names::REWARD, "route" => name.clone())
@@ -314,17 +312,8 @@ impl LearningWriter {
                         self.live_writer(*route).map(|w| w.apply_quality(quality)),
                     )
                 }
-                Update::Reshape(_) => (usize::MAX, None),
+                Update::Reshape(_) | Update::Replica(_) => continue,
             };
-            if let Update::Reshape(r) = update {
-                // Earlier updates in this batch are published first, so the
-                // reshaped state includes them.
-                self.publish_touched(&mut touched);
-                self.reshape(*r);
-                touched.resize(self.writers.len(), false);
-                reshaped = true;
-                continue;
-            }
             match result {
                 Some(Ok(report)) => {
                     touched[route] = true;
@@ -335,7 +324,7 @@ impl LearningWriter {
                 }
                 // A request begun before a reload may name an arm the route
                 // no longer has: nothing to learn.
-                Some(Err(crate::bandit::UpdateError::UnknownArm(arm))) => {
+                Some(Err(UpdateError::UnknownArm(arm))) => {
                     tracing::debug!(route = %self.routes[route], %arm, "An update for a removed arm was dropped.");
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "An update was rejected by the policy."),
@@ -344,6 +333,33 @@ impl LearningWriter {
         }
         self.publish_touched(&mut touched);
         reshaped
+    }
+
+    /// Swaps an activated version into a live route. The watcher prepared
+    /// it against the route's spec at the time; a reload since may have
+    /// changed the arms, so it is fitted again. With scale-out the swap
+    /// starts a new epoch (`Tracker::swapped`).
+    fn swap(
+        &mut self,
+        slot: usize,
+        snapshot: &PolicySnapshot,
+    ) -> Option<Result<UpdateReport, UpdateError>> {
+        let fitted = match snapshot.clone().prepare(self.specs.get(slot)?) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(route = %self.routes[slot], error = %e, "An activated policy no longer fits the reloaded route; keeping the current one.");
+                return None;
+            }
+        };
+        if !self.live.get(slot).copied().unwrap_or(false) {
+            return None;
+        }
+        let writer = &mut self.writers[slot];
+        writer.replace(fitted);
+        if let Some(t) = self.tracker.as_mut() {
+            t.swapped(slot, writer);
+        }
+        Some(Ok(UpdateReport::default()))
     }
 
     fn live_writer(&mut self, slot: usize) -> Option<&mut PolicyWriter> {

@@ -184,7 +184,7 @@ impl Live {
         let mut config = load_str(&text, &file, &self.env)?;
         config.source = Some(path.clone());
         let old = self.current();
-        if same(&old.config, &config) {
+        if same(old.config.as_ref(), &config) {
             return Ok(Reloaded {
                 generation: old.generation,
                 changed: false,
@@ -222,7 +222,7 @@ fn text_hash(text: &str) -> u64 {
     h.finish()
 }
 
-fn same(a: &Config, b: &Config) -> bool {
+fn same<T: Serialize>(a: &T, b: &T) -> bool {
     match (serde_json::to_value(a), serde_json::to_value(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -262,6 +262,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             o.config_watch_ms != n.config_watch_ms,
         ),
         ("store", !same_store(old, new)),
+        // Replication (and with it shared budgets) is set up once, at start.
+        ("scale", !same(&old.scale, &new.scale)),
     ];
     for (key, changed) in checks {
         if changed {
@@ -272,13 +274,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 fn same_store(a: &Config, b: &Config) -> bool {
-    match (
-        serde_json::to_value(&a.store),
-        serde_json::to_value(&b.store),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+    same(&a.store, &b.store)
 }
 
 /// Names the key behind a failure to build the new gateway.

@@ -34,6 +34,7 @@ mod reshape;
 mod rollout;
 pub mod route;
 pub mod rules;
+pub mod scale;
 mod shadow;
 mod stream;
 mod validate;
@@ -144,6 +145,10 @@ impl Gateway {
                 store.clone(),
                 config.server.require_api_keys,
                 Duration::from_secs(config.server.key_refresh_s),
+                // Shared budgets go with scale-out (docs/scaling.md).
+                learning.replica.as_ref().map(|_| {
+                    crate::auth::Leases::new(store.clone(), config.scale.budget_lease_fraction)
+                }),
             )),
             reserve_output_tokens: config.server.reserve_output_tokens,
             store,

@@ -192,7 +192,7 @@ async fn run(
         hedged: hedge_after.is_some(),
         continued: continue_streams,
     };
-    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens, extra)?;
+    let key = admission::hold(gw, caller, &decision.ranking, body, prompt_tokens, extra).await?;
     if let Some((experiment, model)) = &decision.mirror {
         super::shadow::spawn(
             gw,

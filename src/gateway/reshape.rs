@@ -11,6 +11,14 @@
 //! Invariant: a slot's `PolicyHandle` is replaced, never re-shaped in place
 //! — requests still running under the old configuration keep reading a
 //! snapshot whose arms match their own arm-to-model table.
+//!
+//! With scale-out, the writer first ships everything learned under the old
+//! route set (a forced cut, in the old shape, so replicas still on the old
+//! configuration can use it), then tells the tracker and, through it, the
+//! replica task what changed (`scale::RouteChange`): a new slot starts from
+//! its checkpoint and watermark (read by `prepare_route`), a carried-over
+//! route's merged state is reshaped as its serving state is, a route whose
+//! features changed restarts its fold, a removed one stops being read.
 
 use std::time::Duration;
 
@@ -19,6 +27,7 @@ use tokio::sync::oneshot;
 use super::catalog::Catalog;
 use super::learning::{Learning, LearningError, LearningWriter, Update};
 use super::prepare::prepare_route;
+use super::scale::RouteChange;
 use crate::bandit::{PolicyHandle, PolicySnapshot, PolicyWriter, RouteSpec};
 use crate::config::Config;
 
@@ -33,6 +42,8 @@ pub struct ReshapeRoute {
     /// Used when the route is new, or its learned state cannot carry over
     /// (its feature space changed).
     pub fallback: PolicySnapshot,
+    /// Scale-out: the delta-log position `fallback` covers.
+    pub watermark: i64,
 }
 
 #[derive(Debug)]
@@ -54,7 +65,7 @@ impl Learning {
     ) -> Result<Learning, LearningError> {
         let mut prepared = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            prepared.push(prepare_route(r, config, store).await?);
+            prepared.push(prepare_route(r, config, store, self.replica.is_some()).await?);
         }
         let (reply, answer) = oneshot::channel();
         let routes = config
@@ -65,6 +76,7 @@ impl Learning {
                 name: r.name.as_str().to_owned(),
                 spec: p.spec.clone(),
                 fallback: p.snapshot.clone(),
+                watermark: p.watermark,
             })
             .collect();
         let gone = || LearningError::Policy {
@@ -91,6 +103,7 @@ impl Learning {
         Ok(Learning {
             routes,
             tx: self.tx.clone(),
+            replica: self.replica.clone(),
         })
     }
 }
@@ -99,6 +112,10 @@ impl LearningWriter {
     /// Takes the new route set (see the module docs) and answers with each
     /// route's slot and handle.
     pub(super) fn reshape(&mut self, r: Reshape) {
+        // Scale-out: what was learned under the old route set ships first.
+        self.cut(true);
+        let replicated = self.tracker.is_some();
+        let mut changes = Vec::new();
         let mut out = Vec::with_capacity(r.routes.len());
         let mut kept = vec![false; self.writers.len()];
         for route in r.routes {
@@ -106,8 +123,18 @@ impl LearningWriter {
                 (0..self.writers.len()).find(|&i| self.live[i] && self.routes[i] == route.name);
             let Some(slot) = existing else {
                 tracing::info!(route = %route.name, "A reload added this route.");
+                let slot = self.writers.len();
+                if replicated {
+                    changes.push(RouteChange::Added {
+                        slot,
+                        name: route.name.clone(),
+                        spec: route.spec.clone(),
+                        start: Box::new(route.fallback.clone()),
+                        watermark: route.watermark,
+                    });
+                }
                 let writer = PolicyWriter::new(route.fallback);
-                out.push((self.writers.len(), writer.handle()));
+                out.push((slot, writer.handle()));
                 self.writers.push(writer);
                 self.routes.push(route.name);
                 self.specs.push(route.spec);
@@ -124,10 +151,24 @@ impl LearningWriter {
             let snapshot = match state.reshape(&route.spec) {
                 Ok(s) => {
                     tracing::info!(route = %route.name, "A reload changed this route; its learned state carries over.");
+                    if replicated {
+                        changes.push(RouteChange::Reshaped {
+                            slot,
+                            spec: route.spec.clone(),
+                        });
+                    }
                     s
                 }
                 Err(e) => {
                     tracing::warn!(route = %route.name, error = %e, "A reload changed this route so its learned state cannot carry over; it starts again.");
+                    if replicated {
+                        changes.push(RouteChange::Restarted {
+                            slot,
+                            spec: route.spec.clone(),
+                            start: Box::new(route.fallback.clone()),
+                            watermark: route.watermark,
+                        });
+                    }
                     route.fallback
                 }
             };
@@ -139,10 +180,19 @@ impl LearningWriter {
         }
         for (slot, kept) in kept.into_iter().enumerate() {
             if !kept && self.live[slot] {
-                tracing::info!(route = %self.routes[slot], "A reload removed this route; its learned state is saved.");
                 self.live[slot] = false;
-                self.dirty[slot] = true;
+                if replicated {
+                    // The forced cut above shipped its last updates.
+                    tracing::info!(route = %self.routes[slot], "A reload removed this route; its last updates were shipped.");
+                    changes.push(RouteChange::Removed { slot });
+                } else {
+                    tracing::info!(route = %self.routes[slot], "A reload removed this route; its learned state is saved.");
+                    self.dirty[slot] = true;
+                }
             }
+        }
+        if let Some(t) = self.tracker.as_mut() {
+            t.reshaped(&self.writers, changes);
         }
         if r.reply.send(out).is_err() {
             tracing::warn!("The reload that asked for new routes gave up waiting.");

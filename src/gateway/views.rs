@@ -126,8 +126,10 @@ pub fn models(gw: &Gateway) -> Vec<Value> {
 
 /// The route's policy: version, pacing, per-arm counts, drift, and the
 /// estimates (quality, cost, latency, utility, choice probability) at
-/// `prompt` over all of the route's arms.
-pub fn policy(gw: &Gateway, index: usize, prompt: &str) -> Value {
+/// `prompt` over all of the route's arms; with scale-out, how far the
+/// merged state has come (`scale::view::route_policy`; `full`: the whole
+/// serving and merged snapshots too).
+pub fn policy(gw: &Gateway, index: usize, prompt: &str, full: bool) -> Value {
     let learner = &gw.learning.routes[index];
     let snapshot = learner.policy.load();
     let mut body = serde_json::Map::new();
@@ -168,7 +170,7 @@ pub fn policy(gw: &Gateway, index: usize, prompt: &str) -> Value {
         cost_weight,
         latency_weight,
     } = learner.objective;
-    json!({
+    let mut view = json!({
         "route": gw.catalog.routes[index].name.as_str(),
         "version": super::learning::RouteLearner::version(&snapshot),
         "algorithm": snapshot.config().algorithm,
@@ -176,5 +178,9 @@ pub fn policy(gw: &Gateway, index: usize, prompt: &str) -> Value {
         "objective": {"cost_weight": cost_weight, "latency_weight": latency_weight},
         "prompt": prompt,
         "arms": arms,
-    })
+    });
+    if let Value::Object(m) = &mut view {
+        m.extend(super::scale::view::route_policy(gw, index, full));
+    }
+    view
 }

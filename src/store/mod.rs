@@ -9,12 +9,14 @@ pub mod dashboard;
 pub mod experiments;
 pub mod export;
 pub mod keys;
+pub mod leases;
 pub mod lock;
 pub mod outbox;
 pub mod policies;
 mod queries;
 pub mod records;
 pub mod retention;
+pub mod scale;
 pub mod training;
 
 use std::str::FromStr;
@@ -38,6 +40,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} need Postgres (SQLite serves one process)")]
+    NeedsPostgres(&'static str),
 }
 
 /// A connection pool to one of the two backends.

@@ -56,6 +56,29 @@ pub mod names {
     pub const SHADOW_SKIPPED: &str = "switchboard_shadow_skipped_total";
     /// Experiment assignments by `experiment` and `arm`.
     pub const EXPERIMENT_ASSIGNMENTS: &str = "switchboard_experiment_assignments_total";
+    // Scale-out (docs/scaling.md):
+    /// Flush transactions committed (each ships one delta per route that learned).
+    pub const SCALE_FLUSHES: &str = "switchboard_scale_flushes_total";
+    /// Replication rounds that could not reach the database.
+    pub const SCALE_SYNC_ERRORS: &str = "switchboard_scale_sync_errors_total";
+    /// Deltas merged from the log, by `origin` ("own" / "foreign").
+    pub const SCALE_DELTAS_MERGED: &str = "switchboard_scale_deltas_merged_total";
+    /// Deltas that could not be decoded or merged (passed over).
+    pub const SCALE_DELTAS_REJECTED: &str = "switchboard_scale_deltas_rejected_total";
+    /// Deltas deleted by compaction.
+    pub const SCALE_DELTAS_COMPACTED: &str = "switchboard_scale_deltas_compacted_total";
+    /// Log position every route of this replica has merged up to.
+    pub const SCALE_WATERMARK: &str = "switchboard_scale_watermark";
+    /// Learning updates applied locally and not yet merged from the log.
+    pub const SCALE_UNFLUSHED: &str = "switchboard_scale_unflushed_updates";
+    /// Serving states rebuilt on others' deltas.
+    pub const SCALE_REBASES: &str = "switchboard_scale_rebases_total";
+    /// Times this replica (re)joined from the checkpoint.
+    pub const SCALE_REJOINS: &str = "switchboard_scale_rejoins_total";
+    /// Live replicas (fresh heartbeats), as this replica last counted them.
+    pub const SCALE_REPLICAS_LIVE: &str = "switchboard_scale_replicas_live";
+    /// Budget lease requests, by `result` ("granted", "exhausted", "error").
+    pub const BUDGET_LEASES: &str = "switchboard_budget_leases_total";
 }
 
 /// Histogram buckets, so the exporter renders histograms (not summaries)

@@ -238,7 +238,7 @@ async fn a_burst_of_parallel_requests_cannot_overshoot_the_budget() {
                 assert_eq!(code_of(r).await, "budget_exceeded");
                 refused += 1;
             }
-            s => panic!("unexpected status {s}"),
+            s => panic!("unexpected status {s}: {}", r.text().await.unwrap()),
         }
     }
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");

@@ -39,6 +39,7 @@ mod resilience;
 mod retention;
 mod rollout;
 mod rules;
+mod scale;
 mod soak;
 mod sqlite;
 mod training;

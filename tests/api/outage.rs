@@ -16,13 +16,13 @@ use crate::mock_raw::{chunk, head, Raw, RawUpstream};
 use crate::process::{sigterm, spill, start_binary};
 
 /// Blocks and unblocks one database from the outside.
-struct Outage {
+pub struct Outage {
     admin: sqlx::PgPool,
     name: String,
 }
 
 impl Outage {
-    async fn new(db_url: &str) -> Self {
+    pub async fn new(db_url: &str) -> Self {
         let base = db_url.rsplit_once('/').unwrap().0;
         let admin = sqlx::PgPool::connect(&format!("{base}/postgres"))
             .await
@@ -31,7 +31,7 @@ impl Outage {
         Self { admin, name }
     }
 
-    async fn begin(&self) {
+    pub async fn begin(&self) {
         sqlx::query(&format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS false",
             self.name
@@ -46,7 +46,7 @@ impl Outage {
             .unwrap();
     }
 
-    async fn end(&self) {
+    pub async fn end(&self) {
         sqlx::query(&format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS true",
             self.name

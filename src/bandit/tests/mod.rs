@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod delta;
 mod learning;
 
 use rand::rngs::StdRng;
