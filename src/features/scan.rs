@@ -9,7 +9,7 @@
 //! Cost: O(chars) with a handful of branches per character.
 
 use super::cues::{cue_of, Cue};
-use super::hash::{bucket_and_sign, fnv_step, pair, FNV_OFFSET};
+use super::hash::{bucket_and_sign, fnv_step, mix64, pair, FNV_OFFSET};
 
 /// Character-class and cue counts over all scanned text.
 #[derive(Debug, Default, Clone, Copy)]
@@ -124,26 +124,26 @@ impl<'b> Scanner<'b> {
     /// but with the per-run state written once. Returns where the run ends.
     #[inline]
     fn ascii_word_run(&mut self, bytes: &[u8], start: usize) -> usize {
-        let (mut letters, mut digits, mut upper) = (0u32, 0u32, 0u32);
+        // Branch-free counts: the only data-dependent branch per byte is
+        // the run's end.
+        let (mut digits, mut upper) = (0u32, 0u32);
         let mut word = self.word;
         let mut end = start;
-        let (mut last, mut before_last) = (self.prev, self.prev);
         for &b in bytes.get(start..).unwrap_or(&[]) {
             if !b.is_ascii_alphanumeric() {
                 break;
             }
-            if b.is_ascii_digit() {
-                digits += 1;
-            } else {
-                letters += 1;
-                upper += u32::from(b.is_ascii_uppercase());
-            }
-            word = fnv_step(word, b.to_ascii_lowercase());
-            before_last = last;
-            last = b as char;
+            digits += u32::from(b.is_ascii_digit());
+            upper += u32::from(b.is_ascii_uppercase());
+            // Bit 5 lowercases an ASCII letter and leaves a digit unchanged.
+            word = fnv_step(word, b | 0x20);
             end += 1;
         }
         let len = (end - start) as u32;
+        let letters = len - digits;
+        let at = |i: usize| bytes.get(i).map_or(self.prev, |&b| b as char);
+        let last = at(end.wrapping_sub(1));
+        let before_last = if len >= 2 { at(end - 2) } else { self.prev };
         let n = &mut self.counts;
         n.chars += len;
         n.ascii += len;
@@ -311,18 +311,20 @@ impl<'b> Scanner<'b> {
             Some(Cue::Url) => n.urls += 1,
             None => {}
         }
+        // The word's mixed hash, kept for the next bigram.
+        let m = mix64(h);
         if !self.buckets.is_empty() {
             let len = self.buckets.len();
-            let (i, s) = bucket_and_sign(h, len);
+            let (i, s) = bucket_and_sign(m, len);
             self.buckets[i] += s;
             if self.bigrams {
                 if let Some(p) = self.prev_word {
-                    let (j, t) = bucket_and_sign(pair(p, h), len);
+                    let (j, t) = bucket_and_sign(pair(p, m), len);
                     self.buckets[j] += t;
                 }
             }
         }
-        self.prev_word = Some(h);
+        self.prev_word = Some(m);
         self.word = FNV_OFFSET;
         self.word_len = 0;
     }
