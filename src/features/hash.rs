@@ -39,24 +39,19 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Combines two *mixed* word hashes (`mix64` outputs) into an
-/// order-sensitive bigram hash. Its inputs are already fully mixed, so one
-/// odd multiply is enough for the high bits `bucket_and_sign` reads; this
-/// keeps the bigram's dependency chain at one multiply instead of two more
-/// `mix64` rounds (the word scanner's hottest path).
+/// Combines two word hashes into an order-sensitive bigram hash.
 #[inline]
 pub(crate) fn pair(a: u64, b: u64) -> u64 {
-    (a.rotate_left(17) ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    mix64(a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
-/// Maps a mixed hash to (bucket, sign): the bucket by Lemire's
-/// multiply-shift reduction of the high half (unbiased enough for
-/// n << 2^32, no division), the sign from bit 31, which the reduction
-/// does not read.
+/// Maps a hash to (bucket, sign) with Lemire's multiply-shift reduction
+/// (unbiased enough for n << 2^32, no division).
 #[inline]
-pub(crate) fn bucket_and_sign(m: u64, n: usize) -> (usize, f64) {
+pub(crate) fn bucket_and_sign(h: u64, n: usize) -> (usize, f64) {
+    let m = mix64(h);
     let bucket = (((m >> 32) * n as u64) >> 32) as usize;
-    let sign = if m & (1 << 31) == 0 { 1.0 } else { -1.0 };
+    let sign = if m & 1 == 0 { 1.0 } else { -1.0 };
     (bucket, sign)
 }
 
@@ -77,7 +72,7 @@ mod tests {
     #[test]
     fn buckets_stay_in_range() {
         for i in 0..1000u64 {
-            let (b, s) = bucket_and_sign(mix64(fnv1a(&i.to_le_bytes())), 7);
+            let (b, s) = bucket_and_sign(fnv1a(&i.to_le_bytes()), 7);
             assert!(b < 7);
             assert!(s == 1.0 || s == -1.0);
         }

@@ -28,7 +28,7 @@ pub use projection::Projection;
 use scan::Scanner;
 
 /// Bump when the meaning of any raw feature changes; part of the fingerprint.
-pub const FEATURE_VERSION: u32 = 2;
+pub const FEATURE_VERSION: u32 = 1;
 
 /// Names of the hand-made features (after the bias, before the hash buckets).
 pub const FIXED_FEATURES: [&str; 35] = [

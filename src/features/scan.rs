@@ -9,7 +9,7 @@
 //! Cost: O(chars) with a handful of branches per character.
 
 use super::cues::{cue_of, Cue};
-use super::hash::{bucket_and_sign, fnv_step, mix64, pair, FNV_OFFSET};
+use super::hash::{bucket_and_sign, fnv_step, pair, FNV_OFFSET};
 
 /// Character-class and cue counts over all scanned text.
 #[derive(Debug, Default, Clone, Copy)]
@@ -311,20 +311,18 @@ impl<'b> Scanner<'b> {
             Some(Cue::Url) => n.urls += 1,
             None => {}
         }
-        // The word's mixed hash, kept for the next bigram.
-        let m = mix64(h);
         if !self.buckets.is_empty() {
             let len = self.buckets.len();
-            let (i, s) = bucket_and_sign(m, len);
+            let (i, s) = bucket_and_sign(h, len);
             self.buckets[i] += s;
             if self.bigrams {
                 if let Some(p) = self.prev_word {
-                    let (j, t) = bucket_and_sign(pair(p, m), len);
+                    let (j, t) = bucket_and_sign(pair(p, h), len);
                     self.buckets[j] += t;
                 }
             }
         }
-        self.prev_word = Some(m);
+        self.prev_word = Some(h);
         self.word = FNV_OFFSET;
         self.word_len = 0;
     }

@@ -55,14 +55,19 @@ fn read(dir: &Path, name: &str) -> String {
 }
 
 /// Per-hour totals of the requests rollup: what the dashboards read.
-async fn rollup(store: &Store) -> Vec<(i64, String, i64, f64, i64)> {
+/// Costs in micro-micro-dollars: the triggers add the same costs in
+/// another order on import, so the float sums may differ in the last bit.
+async fn rollup(store: &Store) -> Vec<(i64, String, i64, i64, i64)> {
     let sql = "SELECT hour, model, CAST(SUM(requests) AS BIGINT), SUM(cost_usd), \
                CAST(SUM(rewarded) AS BIGINT) FROM rollup_hourly \
                GROUP BY hour, model ORDER BY hour, model";
-    match store {
+    let rows: Vec<(i64, String, i64, f64, i64)> = match store {
         Store::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
         Store::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
-    }
+    };
+    rows.into_iter()
+        .map(|(h, m, n, c, r)| (h, m, n, (c * 1e12).round() as i64, r))
+        .collect()
 }
 
 /// Line by line, the same JSON values (object key order is not meaningful:
