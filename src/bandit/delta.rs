@@ -202,14 +202,14 @@ fn merge_model(v: ViewMut<'_>, m: &ModelDelta, arm: &str) -> Result<(), DeltaErr
     design.log_decay += m.log_decay;
     let p = linalg::spd_inverse(&design.a, d)
         .ok_or_else(|| DeltaError::NotPositiveDefinite(arm.to_owned()))?;
-    design.p = p;
+    design.set_p(p);
     design.pending = 0.0;
     design.since_refresh = 0;
     for (t, db) in v.targets.into_iter().zip(&m.targets) {
         for (b, x) in t.b.iter_mut().zip(db) {
             *b = g * *b + x;
         }
-        linalg::matvec(&design.p, &t.b, &mut t.theta);
+        linalg::matvec(design.p(), &t.b, &mut t.theta);
     }
     for (n, (s, w)) in v.noise.into_iter().zip(&m.noise) {
         n.sum_sq = (g * n.sum_sq + s).max(0.0);

@@ -93,8 +93,10 @@ impl LinearFit {
         for (a, g) in design.a.iter_mut().zip(&self.gram) {
             *a += g;
         }
-        design.p = linalg::spd_inverse(&design.a, d)
-            .ok_or_else(|| SnapshotError::CorruptArm(arm.to_string()))?;
+        design.set_p(
+            linalg::spd_inverse(&design.a, d)
+                .ok_or_else(|| SnapshotError::CorruptArm(arm.to_string()))?,
+        );
         design.weight = self.n;
         design.updates = self.n as u64;
         let mut gt = vec![0.0; d];
@@ -106,7 +108,7 @@ impl LinearFit {
                 for ((b, yx), x) in target.b.iter_mut().zip(&t.sum_yx).zip(&self.sum_x) {
                     *b = yx - t.prior * x;
                 }
-                linalg::matvec(&design.p, &target.b, &mut target.theta);
+                linalg::matvec(design.p(), &target.b, &mut target.theta);
                 linalg::matvec(&self.gram, &target.theta, &mut gt);
                 let centred_yy =
                     t.sum_yy - 2.0 * t.prior * sum_y(t, &self.sum_x) + t.prior * t.prior * self.n;

@@ -26,6 +26,7 @@ mod drift;
 mod exact;
 mod fitted;
 mod linalg;
+mod mirror;
 mod normal;
 mod pacing;
 mod ridge;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::exact;
 use super::linalg;
+use super::mirror::Upper;
 
 /// Intercept prior precision relative to the slopes' (prior sd 10x wider).
 pub(crate) const INTERCEPT_PRIOR_RATIO: f64 = 0.01;
@@ -44,8 +45,12 @@ pub(crate) struct Design {
     pub lambda0: f64,
     #[serde(with = "exact::vec")]
     pub a: Vec<f64>,
+    /// Written only by this type's methods, which reset `upper`.
     #[serde(with = "exact::vec")]
-    pub p: Vec<f64>,
+    p: Vec<f64>,
+    /// The decision's f32 copy of `p` (`mirror.rs`).
+    #[serde(skip)]
+    upper: Upper,
     /// Share of the prior owed to `p`'s matrix since the last refresh.
     #[serde(with = "exact::num")]
     pub pending: f64,
@@ -77,6 +82,7 @@ impl Design {
             lambda0,
             a,
             p,
+            upper: Upper::default(),
             pending: 0.0,
             since_refresh: 0,
             weight: 0.0,
@@ -95,10 +101,24 @@ impl Design {
         }
     }
 
+    /// `P`, the (approximate) inverse of `a`.
+    pub fn p(&self) -> &[f64] {
+        &self.p
+    }
+
+    /// Replaces `P` (after an exact inversion of `a`).
+    pub fn set_p(&mut self, p: Vec<f64>) {
+        self.p = p;
+        self.upper = Upper::default();
+    }
+
     /// `x^T A^-1 x`: the predictive variance factor. O(d^2).
     #[inline]
     pub fn variance(&self, x: &[f64]) -> f64 {
-        linalg::quad_form(&self.p, x).max(0.0)
+        self.upper
+            .quad_form(&self.p, x)
+            .unwrap_or_else(|| linalg::quad_form(&self.p, x))
+            .max(0.0)
     }
 
     /// Adds one discounted observation; writes `A_new^-1 x` into `gain`.
@@ -112,6 +132,7 @@ impl Design {
         gain: &mut [f64],
     ) -> (f64, bool) {
         let v = linalg::sherman_morrison(&mut self.p, x, gamma, px, gain).max(0.0);
+        self.upper = Upper::default();
         let share = 1.0 - gamma;
         linalg::discounted_rank_one(
             &mut self.a,
@@ -134,7 +155,7 @@ impl Design {
     pub fn refresh(&mut self, targets: &mut [&mut Target]) {
         self.since_refresh = 0;
         if let Some(p) = linalg::spd_inverse(&self.a, self.d) {
-            self.p = p;
+            self.set_p(p);
             self.pending = 0.0;
             for t in targets.iter_mut() {
                 linalg::matvec(&self.p, &t.b, &mut t.theta);
