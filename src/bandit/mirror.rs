@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 /// Largest dimension the copy is used for; above it the f64 form runs
 /// (the x buffer lives on the stack).
-pub(crate) const MAX_D: usize = 256;
+pub(crate) const MAX_D: usize = 256; // a multiple of LANES
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Upper(OnceLock<Box<[f32]>>);
@@ -46,14 +46,17 @@ impl Upper {
         }
         // y_j = sum_{i <= j} U_ij x_i with U the packed rows (off-diagonals
         // doubled), so x^T P x = x . y. Row by row this is an axpy, which
-        // vectorises with no horizontal sum per row.
+        // vectorises with no horizontal sum per row; rows start on a
+        // multiple of LANES (zero-padded) so every row loads and stores `y`
+        // at the same aligned offsets and store-to-load forwarding holds.
+        let dp = padded(d);
         let mut y = [0.0f32; MAX_D];
         let mut rest = &packed[..];
-        for i in 0..d {
-            let (row, tail) = rest.split_at(d - i);
+        for (i, &xi) in xs[..d].iter().enumerate() {
+            let start = i / LANES * LANES;
+            let (row, tail) = rest.split_at(dp - start);
             rest = tail;
-            let xi = xs[i];
-            for (yj, &u) in y[i..d].iter_mut().zip(row) {
+            for (yj, &u) in y[start..dp].iter_mut().zip(row) {
                 *yj += xi * u;
             }
         }
@@ -66,13 +69,26 @@ impl Upper {
     }
 }
 
-/// Rows `i = 0..d` of the upper triangle, each from its diagonal on, with
+/// Floats per block: two SSE registers (one AVX register).
+const LANES: usize = 8;
+
+fn padded(d: usize) -> usize {
+    d.div_ceil(LANES) * LANES
+}
+
+/// Rows `i = 0..d` of the upper triangle, each from column `i` rounded
+/// down to a multiple of `LANES` to `padded(d)`, zeros outside `i..d`, with
 /// the off-diagonal entries doubled (each stands for `P_ij` and `P_ji`).
 fn pack(p: &[f64], d: usize) -> Box<[f32]> {
-    let mut out = Vec::with_capacity(d * (d + 1) / 2);
+    let dp = padded(d);
+    let mut out = Vec::with_capacity(d * (dp + LANES) / 2);
     for (i, row) in p.chunks_exact(d).enumerate() {
-        out.push(row[i] as f32);
-        out.extend(row[i + 1..].iter().map(|&v| (2.0 * v) as f32));
+        out.extend((i / LANES * LANES..dp).map(|j| match j.cmp(&i) {
+            _ if j >= d => 0.0,
+            std::cmp::Ordering::Less => 0.0,
+            std::cmp::Ordering::Equal => row[i] as f32,
+            std::cmp::Ordering::Greater => (2.0 * row[j]) as f32,
+        }));
     }
     out.into_boxed_slice()
 }
