@@ -167,7 +167,7 @@ mod values {
                     .push_bind(r.cache_hit)
                     .push_bind(r.tags.clone().map(Json));
             });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.push(" ON CONFLICT DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
         for chunk in feedback.chunks(500) {

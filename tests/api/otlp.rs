@@ -1,5 +1,5 @@
-//! OTLP trace export: a real router answers a request while its spans go
-//! through the same exporter `serve` installs (OTLP/HTTP, protobuf) to a
+//! OTLP trace export: the real router binary answers a request while its spans go
+//! through the exporter `serve` installs (OTLP/HTTP, protobuf) to a
 //! small receiver in the test, which decodes every export. The request, the
 //! decision and the upstream call arrive as spans of one trace with their
 //! GenAI semantic-convention attributes; neither the prompt nor the
@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::helpers::two_providers;
+use crate::mock::MockUpstream;
+use crate::process::{sigterm, start_binary_with, Launch};
 use axum::body::Bytes;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -16,11 +19,6 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
-use switchboard::telemetry::otlp;
-use tracing_subscriber::layer::SubscriberExt;
-
-use crate::helpers::{spawn, two_providers, Db};
-use crate::mock::MockUpstream;
 
 const PROMPT: &str = "zebra-crossing-secret-prompt-7731";
 
@@ -80,32 +78,46 @@ fn attributes(span: &Span) -> HashMap<String, String> {
 #[tokio::test]
 async fn spans_are_exported_over_otlp_with_genai_attributes_and_no_prompt_or_key() {
     let (endpoint, bodies) = receiver();
-    let provider = otlp::provider(&endpoint, "switchboard-test").unwrap();
-    // This test's runtime is single-threaded, so the app's tasks all run on
-    // this thread, under this subscriber.
-    let subscriber = tracing_subscriber::registry().with(otlp::layer(&provider));
-    let guard = tracing::subscriber::set_default(subscriber);
-
+    // The real binary, so its own global subscriber and exporter are what
+    // is tested (an in-process subscriber set for one test thread missed
+    // spans when other tests ran in parallel in the same process).
     let (a, b) = (
         MockUpstream::start("alpha").await,
         MockUpstream::start("beta").await,
     );
-    let app = spawn(&two_providers(&a.base_url(), &b.base_url()), Db::Sqlite).await;
-    let r = app
-        .chat(json!({"model": "ordered", "messages": [{"role": "user", "content": PROMPT}]}))
-        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/otlp.db", dir.path().display());
+    let mut router = start_binary_with(
+        &two_providers(&a.base_url(), &b.base_url()),
+        dir.path(),
+        &db,
+        Launch {
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.clone()),
+                ("OTEL_SERVICE_NAME", "switchboard-test".into()),
+            ],
+            output: None,
+        },
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", router.base))
+        .json(&json!({"model": "ordered", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let request_id = r.headers()["x-switchboard-request-id"]
         .to_str()
         .unwrap()
         .to_owned();
-    app.shutdown().await;
-    drop(guard);
-    let p = provider.clone();
-    tokio::task::spawn_blocking(move || p.force_flush())
+    // A graceful stop flushes the batched spans before the process exits.
+    sigterm(&router.child);
+    let status = tokio::task::spawn_blocking(move || router.child.wait())
         .await
         .unwrap()
         .unwrap();
+    assert!(status.success(), "the router exited with {status}");
 
     let raw: Vec<Vec<u8>> = bodies.lock().unwrap().clone();
     assert!(!raw.is_empty(), "nothing was exported");
@@ -164,5 +176,4 @@ async fn spans_are_exported_over_otlp_with_genai_attributes_and_no_prompt_or_key
             .any(|s| s.trace_id == request.trace_id && s.name == "decide"),
         "no decision span in the request's trace among {names:?}"
     );
-    provider.shutdown().unwrap();
 }
