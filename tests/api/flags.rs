@@ -6,8 +6,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{fresh_postgres, spawn, Db, TestApp};
-use crate::keys::{chat_with, create_key, keyed_config};
+use crate::helpers::{spawn, Db, TestApp};
+use crate::keys::{chat_with, cli_on_fresh_db, create_key, created_id, keyed_config};
 use crate::mock::MockUpstream;
 
 fn ask(route: &str) -> Value {
@@ -164,27 +164,14 @@ match = { key = "nightly-batch" }
 
 #[test]
 fn the_keys_cli_creates_flagged_keys_and_replaces_flags() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let url = rt.block_on(fresh_postgres());
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .output()
-            .unwrap()
-    };
+    let run = cli_on_fresh_db();
     let out = run(&["keys", "create", "--flag", "beta,canary"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id:  "))
-        .unwrap()
-        .to_owned();
+    let id = created_id(&out);
     let listed = String::from_utf8_lossy(&run(&["keys", "list"]).stdout).to_string();
     assert!(listed.contains(r#""flags":["beta","canary"]"#), "{listed}");
     assert!(run(&["keys", "flags", &id, "--flag", "gamma"])

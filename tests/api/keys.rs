@@ -258,17 +258,31 @@ async fn a_burst_of_parallel_requests_cannot_overshoot_the_budget() {
     app.shutdown().await;
 }
 
-#[test]
-fn the_keys_cli_creates_lists_and_revokes() {
+/// The `switchboard` CLI against a fresh Postgres database.
+pub(crate) fn cli_on_fresh_db() -> impl Fn(&[&str]) -> std::process::Output {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(fresh_postgres());
-    let run = |args: &[&str]| {
+    move |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(args)
             .env("DATABASE_URL", &url)
             .output()
             .unwrap()
-    };
+    }
+}
+
+/// The id line `keys create` prints.
+pub(crate) fn created_id(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("id:  "))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_keys_cli_creates_lists_and_revokes() {
+    let run = cli_on_fresh_db();
     let out = run(&[
         "keys",
         "create",
@@ -283,11 +297,7 @@ fn the_keys_cli_creates_lists_and_revokes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id:  "))
-        .unwrap()
-        .to_owned();
+    let id = created_id(&out);
     let key = text
         .lines()
         .find_map(|l| l.strip_prefix("key: "))
