@@ -52,6 +52,20 @@ pub fn database_url(env: &Env) -> String {
 
 /// Connects and migrates the store, builds the gateway and starts serving
 /// on `config.server.listen` (port 0 picks a free one).
+/// Whether local token counts are on this configuration's request path:
+/// client keys (token rate limits, budget reservations), TTFT hedging and
+/// stream continuation. tiktoken's `o200k_base` tables take ~40 MB, so
+/// they are loaded at start only then; otherwise on first need (an
+/// upstream that omits usage, a client key's first request, a reload that
+/// turns hedging on), which pays the load once.
+fn needs_token_counts(config: &Config) -> bool {
+    config.server.require_api_keys
+        || config
+            .routes
+            .iter()
+            .any(|r| r.ttft_deadline_ms.is_some() || r.continue_stream_on_fallback)
+}
+
 pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
     // Before anything records a metric (the gateway publishes breaker states).
     let metrics = metrics_handle();
@@ -62,7 +76,9 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
         .migrate()
         .await
         .with_context(|| format!("applying migrations to {}", redact_url(&url)))?;
-    tokio::task::spawn_blocking(tokens::warm_up);
+    if needs_token_counts(&config) {
+        tokio::task::spawn_blocking(tokens::warm_up);
+    }
 
     let (outbox, writer) = outbox(store.clone(), &config.store);
     let (stop, stop_rx) = watch::channel(false);
