@@ -97,6 +97,7 @@ async fn spans_are_exported_over_otlp_with_genai_attributes_and_no_prompt_or_key
                 ("OTEL_SERVICE_NAME", "switchboard-test".into()),
             ],
             output: None,
+            name: None,
         },
     )
     .await;

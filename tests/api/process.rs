@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Router {
     pub child: Child,
     pub base: String,
+    /// Its configuration file (what a reload re-reads).
+    pub path: PathBuf,
 }
 
 impl Drop for Router {
@@ -22,13 +24,14 @@ impl Drop for Router {
     }
 }
 
-/// How to start it beyond the config: extra environment, and the file its
-/// output (logs go to stdout, panics to stderr) is written to; discarded
-/// when `None`.
+/// How to start it beyond the config: extra environment, the file its
+/// output (logs go to stdout, panics to stderr) is written to (discarded
+/// when `None`), and a name for its own files when several share `dir`.
 #[derive(Default)]
 pub struct Launch<'a> {
     pub env: Vec<(&'a str, String)>,
     pub output: Option<&'a Path>,
+    pub name: Option<&'a str>,
 }
 
 fn free_port() -> u16 {
@@ -56,14 +59,18 @@ pub async fn start_binary_with(
     launch: Launch<'_>,
 ) -> Router {
     let port = free_port();
+    let spill_path = match launch.name {
+        Some(n) => dir.join(format!("spill-{n}.jsonl")),
+        None => spill(dir),
+    };
     let text = config.replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     ) + &format!(
         "\n[store]\nspill_path = \"{}\"\nflush_interval_ms = 20\n",
-        spill(dir).display()
+        spill_path.display()
     );
-    let path = dir.join(format!("router-{port}.toml"));
+    let path = dir.join(format!("{}-{port}.toml", launch.name.unwrap_or("router")));
     std::fs::write(&path, text).unwrap();
     let (stdout, stderr) = match launch.output {
         Some(p) => {
@@ -83,12 +90,12 @@ pub async fn start_binary_with(
     }
     let mut child = cmd.stdout(stdout).stderr(stderr).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..300 {
+    for _ in 0..400 {
         if reqwest::get(format!("{base}/healthz"))
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            return Router { child, base };
+            return Router { child, base, path };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -132,6 +132,7 @@ async fn provider_keys_never_reach_logs_clients_metrics_admin_or_rows() {
                 ("RUST_LOG", "trace".to_owned()),
             ],
             output: Some(&log),
+            name: None,
         },
     )
     .await;

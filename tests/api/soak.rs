@@ -89,6 +89,7 @@ async fn soak_with_random_faults_loses_no_event() {
         Launch {
             env: vec![("RUST_LOG", "error".to_owned())],
             output: None,
+            name: None,
         },
     )
     .await;

@@ -86,12 +86,7 @@ async fn three_replicas_learn_what_one_process_that_saw_everything_learns() {
     );
 
     // A clean stop signs off: the replica is listed, stopped, not live.
-    let pid = replicas[2].child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    crate::process::sigterm(&replicas[2].child);
     assert!(replicas[2].child.wait().unwrap().success());
     let list = admin(&http, &replicas[0].base, "/admin/replicas").await;
     let r2 = list["replicas"]
@@ -177,27 +172,21 @@ async fn a_replica_killed_with_sigkill_rejoins_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_learn_locally_through_a_database_outage_and_merge_after_it() {
-    let (a, b) = mocks().await;
-    let cfg = config(&a.base_url(), &b.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_postgres().await;
-    let mut replicas = Vec::new();
-    for id in ["r0", "r1"] {
-        replicas.push(start(&cfg, dir.path(), &db, id).await);
-    }
+    let c = cluster(&["r0", "r1"]).await;
+    let (replicas, db) = (&c.replicas, &c.db);
     let http = reqwest::Client::new();
     for i in 0..10 {
         teach(&http, &replicas[i % 2].base, i).await;
     }
     converged(&http, &replicas.iter().collect::<Vec<_>>(), 10).await;
-    let outage = Outage::new(&db).await;
+    let outage = Outage::new(db).await;
     outage.begin().await;
     for i in 10..30 {
         teach(&http, &replicas[i % 2].base, i).await;
     }
     // Each serves what it learned itself meanwhile (the learner applies
     // feedback asynchronously: wait, bounded, for the last one to land).
-    for r in &replicas {
+    for r in replicas {
         let mut seen = 0;
         for _ in 0..200 {
             seen = total(&policy(&http, &r.base).await["serving"], "feedback");

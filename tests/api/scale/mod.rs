@@ -10,14 +10,14 @@
 //! quality and cost, counts, request and spend totals); not the latency
 //! target (wall-clock, differs run to run) or the prequential noise sums.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::helpers::{fresh_postgres, two_providers, ADMIN_TOKEN};
 use crate::mock::MockUpstream;
+use crate::process::{start_binary_with, Launch};
 
 pub fn config(a: &str, b: &str) -> String {
     format!(
@@ -40,67 +40,25 @@ checkpoint_ms = 500
     )
 }
 
-/// One `switchboard serve` process.
-pub struct Replica {
-    pub child: Child,
-    pub base: String,
-    /// Its configuration file (what a reload re-reads).
-    pub path: PathBuf,
-}
+/// One `switchboard serve` process of the cluster.
+pub type Replica = crate::process::Router;
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Replica `id`: its own spill file, `SWITCHBOARD_REPLICA_ID = id`.
 pub async fn start(config: &str, dir: &Path, db_url: &str, id: &str) -> Replica {
-    let port = free_port();
-    let text = config.replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + &format!(
-        "\n[store]\nspill_path = \"{}\"\nflush_interval_ms = 20\n",
-        dir.join(format!("spill-{id}.jsonl")).display()
-    );
-    let path: PathBuf = dir.join(format!("{id}-{port}.toml"));
-    std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("DATABASE_URL", db_url)
-        .env("SWITCHBOARD_REPLICA_ID", id)
-        .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("MOCK_KEY", "sk-test-secret")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..400 {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return Replica { child, base, path };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("replica {id} never became healthy");
+    start_binary_with(
+        config,
+        dir,
+        db_url,
+        Launch {
+            env: vec![
+                ("SWITCHBOARD_REPLICA_ID", id.to_owned()),
+                ("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ],
+            output: None,
+            name: Some(id),
+        },
+    )
+    .await
 }
 
 const PROMPTS: [&str; 4] = [
@@ -284,6 +242,33 @@ async fn mocks() -> (MockUpstream, MockUpstream) {
         MockUpstream::start("alpha").await,
         MockUpstream::start("beta").await,
     )
+}
+
+/// Replicas `ids` of the two-model configuration on one fresh database.
+/// Holds the mocks and the directory they use for as long as it lives
+/// (fields drop in order: the replicas stop first).
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    pub db: String,
+    _dir: tempfile::TempDir,
+    _mocks: (MockUpstream, MockUpstream),
+}
+
+async fn cluster(ids: &[&str]) -> Cluster {
+    let (a, b) = mocks().await;
+    let cfg = config(&a.base_url(), &b.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_postgres().await;
+    let mut replicas = Vec::new();
+    for id in ids {
+        replicas.push(start(&cfg, dir.path(), &db, id).await);
+    }
+    Cluster {
+        replicas,
+        db,
+        _dir: dir,
+        _mocks: (a, b),
+    }
 }
 
 mod budget;

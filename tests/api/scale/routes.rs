@@ -7,21 +7,15 @@ use super::*;
 /// it, and what they learn on top of it merges as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_swap_to_an_activated_version_and_keep_learning_as_one() {
-    let (a, b) = mocks().await;
-    let cfg = config(&a.base_url(), &b.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_postgres().await;
-    let mut replicas = Vec::new();
-    for id in ["r0", "r1"] {
-        replicas.push(start(&cfg, dir.path(), &db, id).await);
-    }
+    let c = cluster(&["r0", "r1"]).await;
+    let (replicas, db) = (&c.replicas, &c.db);
     let http = reqwest::Client::new();
     for i in 0..10 {
         teach(&http, &replicas[i % 2].base, i).await;
     }
     let views = converged(&http, &replicas.iter().collect::<Vec<_>>(), 10).await;
     // A "trained" version: the merged state so far, activated.
-    let store = switchboard::store::Store::connect_lazy(&db).unwrap();
+    let store = switchboard::store::Store::connect_lazy(db).unwrap();
     store
         .insert_policy(&switchboard::store::policies::NewPolicy {
             version: "v7",
@@ -34,7 +28,7 @@ async fn replicas_swap_to_an_activated_version_and_keep_learning_as_one() {
         })
         .await
         .unwrap();
-    for r in &replicas {
+    for r in replicas {
         let mut epoch = Value::Null;
         for _ in 0..200 {
             epoch = policy(&http, &r.base).await["merged"]["epoch"].clone();
@@ -103,14 +97,8 @@ async fn reload(http: &reqwest::Client, r: &Replica, with_added: bool) {
 /// as one throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_added_by_a_reload_ships_and_merges_its_deltas() {
-    let (a, b) = mocks().await;
-    let cfg = config(&a.base_url(), &b.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_postgres().await;
-    let mut replicas = Vec::new();
-    for id in ["r0", "r1"] {
-        replicas.push(start(&cfg, dir.path(), &db, id).await);
-    }
+    let c = cluster(&["r0", "r1"]).await;
+    let replicas = &c.replicas;
     let all: Vec<&Replica> = replicas.iter().collect();
     let http = reqwest::Client::new();
     for i in 0..6 {
