@@ -60,12 +60,15 @@ impl Upper {
                 *yj += xi * u;
             }
         }
-        let acc: f64 = xs[..d]
-            .iter()
-            .zip(&y[..d])
-            .map(|(&a, &b)| f64::from(a) * f64::from(b))
-            .sum();
-        Some(acc)
+        // x . y in f64 with four partial sums over the zero-padded rows:
+        // one running sum would chain d dependent additions.
+        let mut acc = [0.0f64; 4];
+        for (a, b) in xs[..dp].chunks_exact(4).zip(y[..dp].chunks_exact(4)) {
+            for k in 0..4 {
+                acc[k] += f64::from(a[k]) * f64::from(b[k]);
+            }
+        }
+        Some((acc[0] + acc[1]) + (acc[2] + acc[3]))
     }
 }
 

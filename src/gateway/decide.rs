@@ -89,6 +89,9 @@ impl RouteDecision<'_> {
             tracing::error!(route = self.route, error = %e, "The policy could not decide.");
             ApiError::internal(format!("The route's policy could not decide: {e}"))
         })?;
+        // The receipt shows every arm's probability (a Thompson decision
+        // computed only its own).
+        d.receipt.complete();
         let mut assignment = Assignment::default();
         // A tier that must never be experimented on is never forced onto
         // an onboarding model (retirement still applies: it is not a test).

@@ -143,7 +143,10 @@ pub fn policy(gw: &Gateway, index: usize, prompt: &str, full: bool) -> Value {
     let req = DecisionRequest::new(&x, &all, learner.objective);
     let estimates = snapshot
         .decide(&req, &mut rand::rng())
-        .map(|d| d.receipt)
+        .map(|mut d| {
+            d.receipt.complete();
+            d.receipt
+        })
         .ok();
     let arms: Vec<Value> = (0..snapshot.arm_count())
         .filter_map(|i| {
