@@ -81,7 +81,7 @@ impl RouteLog {
             Err(e) => return Folded::Rejected(e),
         };
         if (delta.dimension, delta.feature_fingerprint)
-            != (self.base.dimension(), self.base.feature_fingerprint())
+            != (self.base.inner_dimension(), self.base.inner_fingerprint())
         {
             return Folded::OtherFeatures;
         }
