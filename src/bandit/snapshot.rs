@@ -83,11 +83,7 @@ pub struct PolicySnapshot {
     /// Learned map from the raw features to the arms' inner space (see
     /// `projected.rs`). Absent in older snapshots, and then not written, so
     /// they load and serialise exactly as before.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "projected"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "projected")]
     pub(crate) projection: Option<Arc<Projection>>,
 }
 

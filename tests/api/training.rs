@@ -112,6 +112,7 @@ fn options() -> TrainOptions {
         holdout: 5,
         seed: 1,
         progress: false,
+        pca: None,
     }
 }
 

@@ -86,8 +86,13 @@ fn a_projected_snapshot_round_trips_exactly_and_old_json_still_loads() {
 
     // A snapshot without a projection writes no such field, and JSON from
     // before the field existed loads unchanged.
-    let plain = PolicySnapshot::new(&spec(D, 3, PolicyConfig::default(), BudgetConfig::default()))
-        .unwrap();
+    let plain = PolicySnapshot::new(&spec(
+        D,
+        3,
+        PolicyConfig::default(),
+        BudgetConfig::default(),
+    ))
+    .unwrap();
     let old = plain.to_json().unwrap();
     assert!(!old.contains("projection"), "{old}");
     let loaded = PolicySnapshot::from_json(&old).unwrap();
@@ -138,7 +143,12 @@ fn new_arms_of_a_projected_snapshot_start_in_the_projected_space() {
     let added = prepared.arm(prepared.arm_index("arm-3").unwrap()).unwrap();
     assert_eq!(added.quality.design.d, 3);
     let reshaped = prepared
-        .reshape(&spec(D, 2, PolicyConfig::default(), BudgetConfig::default()))
+        .reshape(&spec(
+            D,
+            2,
+            PolicyConfig::default(),
+            BudgetConfig::default(),
+        ))
         .unwrap();
     assert_eq!(reshaped.arm_count(), 2);
     assert_eq!(reshaped.inner_dimension(), 3);
@@ -161,8 +171,13 @@ fn deltas_live_in_the_projected_space_and_mismatches_are_refused() {
     assert_eq!(merged.arm(0).unwrap().counts().feedback, 10);
 
     // Raw-width delta on a projected snapshot, and the other way round.
-    let plain = PolicySnapshot::new(&spec(D, 3, PolicyConfig::default(), BudgetConfig::default()))
-        .unwrap();
+    let plain = PolicySnapshot::new(&spec(
+        D,
+        3,
+        PolicyConfig::default(),
+        BudgetConfig::default(),
+    ))
+    .unwrap();
     let mut raw = PolicyWriter::new(plain.clone());
     for t in 0..10 {
         let x = context(&mut rng, D);
