@@ -55,13 +55,12 @@ async fn send(app: &TestApp, i: usize) -> (u16, String, String, String) {
             .unwrap_or("")
             .to_owned()
     };
-    let out = (
+    (
         r.status().as_u16(),
         h("x-switchboard-policy-version"),
         h("x-switchboard-model"),
         h("x-switchboard-request-id"),
-    );
-    out
+    )
 }
 
 /// Sends requests (each must succeed) until the served version is
