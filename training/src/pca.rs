@@ -123,7 +123,16 @@ pub fn fit(
     let mean = records
         .mean_axis(ndarray::Axis(0))
         .context("the PCA sample is empty")?;
-    let total: f64 = (&records - &mean).mapv(|v| v * v).sum();
+    // Total variance of the sampled block (without a centred copy).
+    let total: f64 = records
+        .outer_iter()
+        .map(|row| {
+            row.iter()
+                .zip(mean.iter())
+                .map(|(v, m)| (v - m) * (v - m))
+                .sum::<f64>()
+        })
+        .sum();
     anyhow::ensure!(
         total > 0.0 && total.is_finite(),
         "--pca {k}: the hashed word features do not vary in the window, there is nothing to project"
@@ -223,6 +232,23 @@ mod tests {
         assert!(axis[..N_FIXED].iter().all(|v| *v == 0.0));
         let norm: f64 = axis.iter().map(|v| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+    }
+
+    #[test]
+    fn as_many_components_as_buckets_keep_all_the_variance() {
+        let buckets = 8;
+        let mut r = Reservoir::new(buckets, 4);
+        let mut rng = SmallRng::seed_from_u64(6);
+        for _ in 0..300 {
+            let mut x = vec![0.0; 1 + N_FIXED + buckets];
+            x[1 + N_FIXED..]
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            r.offer(&x);
+        }
+        let (p, report) = fit(r, buckets, 1 + N_FIXED + buckets).unwrap();
+        assert_eq!(p.rows, N_FIXED + buckets);
+        assert!(report.explained_variance > 0.99, "{report:?}");
     }
 
     #[test]
