@@ -329,7 +329,9 @@ impl PolicySnapshot {
     fn plan(&self, req: &DecisionRequest<'_>) -> Result<Plan, DecideError> {
         self.check(req)?;
         let cfg = &self.config;
-        let x = req.features;
+        // Raw features in, the models' (possibly projected) space out.
+        let projected = self.project(req.features);
+        let x: &[f64] = &projected;
         let target = self.budget.target_usd_per_request;
         let wc = self.pacing.cost_weight(req.objective.cost_weight, target);
         let wl = req.objective.latency_weight;

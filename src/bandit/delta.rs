@@ -67,6 +67,9 @@ pub struct ArmDelta {
 }
 
 /// What one replica learned on one route over a segment of its updates.
+/// Cut from the arms' statistics, so it lives in the snapshot's inner space:
+/// `dimension` is `inner_dimension()` and `feature_fingerprint` is
+/// `inner_fingerprint()` (both equal the raw ones without a projection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyDelta {
     pub dimension: usize,
@@ -128,7 +131,8 @@ fn tri(d: usize, i: usize, j: usize) -> usize {
 
 fn model_delta(live: &View<'_>, earlier: &View<'_>) -> Option<ModelDelta> {
     let (l, e) = (live.design, earlier.design);
-    if l.updates <= e.updates {
+    // Different sizes: not an ancestor (another projection); nothing to cut.
+    if l.updates <= e.updates || l.d != e.d {
         return None;
     }
     let d = l.d;
@@ -277,8 +281,8 @@ impl PolicySnapshot {
         }
         let (requests, spend_usd, lambda_shift) = self.pacing.shift_since(&earlier.pacing);
         PolicyDelta {
-            dimension: self.dimension,
-            feature_fingerprint: self.feature_fingerprint,
+            dimension: self.inner_dimension(),
+            feature_fingerprint: self.inner_fingerprint(),
             arms,
             requests,
             spend_usd,
@@ -290,13 +294,14 @@ impl PolicySnapshot {
     /// the names of arms the delta knew but this policy does not (skipped:
     /// a replica on an older or newer route config). `self` is untouched.
     pub fn merge_delta(&self, delta: &PolicyDelta) -> Result<(Self, Vec<String>), DeltaError> {
-        if delta.dimension != self.dimension {
+        let inner = self.inner_dimension();
+        if delta.dimension != inner {
             return Err(DeltaError::Dimension {
-                expected: self.dimension,
+                expected: inner,
                 found: delta.dimension,
             });
         }
-        if delta.feature_fingerprint != self.feature_fingerprint {
+        if delta.feature_fingerprint != self.inner_fingerprint() {
             return Err(DeltaError::Fingerprint);
         }
         if !(delta.spend_usd.is_finite() && delta.lambda_shift.is_finite()) {

@@ -21,6 +21,7 @@ use super::linalg;
 use super::ridge::{Design, Noise, Target};
 use super::snapshot::{PolicySnapshot, RouteSpec, SnapshotError};
 use crate::domain::ModelName;
+use crate::features::Projection;
 
 /// One regressed quantity's moments over the rows of a `LinearFit`.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,8 +141,21 @@ impl PolicySnapshot {
         label: &str,
         fits: Vec<FittedArm>,
     ) -> Result<Self, SnapshotError> {
-        let mut s = Self::new(spec)?;
-        let d = s.dimension;
+        Self::from_fitted_projected(spec, label, None, fits)
+    }
+
+    /// `from_fitted` for fits on projected vectors: the snapshot carries
+    /// `projection` (`rows x (spec.dimension - 1)`, see `projected.rs`)
+    /// and every fit must have its inner dimension `1 + rows`. Serving
+    /// still hands it raw vectors.
+    pub fn from_fitted_projected(
+        spec: &RouteSpec,
+        label: &str,
+        projection: Option<Projection>,
+        fits: Vec<FittedArm>,
+    ) -> Result<Self, SnapshotError> {
+        let mut s = Self::fresh(spec, projection)?;
+        let d = s.inner_dimension();
         for fit in fits {
             let i = s
                 .arm_index(fit.name.as_str())
@@ -181,13 +195,13 @@ impl PolicySnapshot {
         Ok(s)
     }
 
-    /// Mean quality, expected cost (USD) and latency (s) of one arm at `x`
-    /// (the reward model a doubly robust estimate needs). O(d^2).
+    /// Mean quality, expected cost (USD) and latency (s) of one arm at the
+    /// raw `x` (the reward model a doubly robust estimate needs). O(d^2).
     pub fn predict(&self, arm: usize, x: &[f64]) -> Option<(f64, f64, f64)> {
         if x.len() != self.dimension || x.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        let e = self.arms.get(arm)?.estimate(x);
+        let e = self.arms.get(arm)?.estimate(&self.project(x));
         Some((e.quality, e.cost_usd, e.latency_s))
     }
 

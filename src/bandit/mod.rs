@@ -2,8 +2,9 @@
 //!
 //! Owns: per-arm models of quality, cost and latency; the decision rule
 //! (LinUCB, linear Thompson sampling, epsilon-greedy, random, fixed); budget
-//! pacing; drift response; snapshots, their additive deltas (replicas learn
-//! as one) and the single writer.
+//! pacing; drift response; snapshots (optionally with a learned feature
+//! projection), their additive deltas (replicas learn as one) and the
+//! single writer.
 //! Must not import `sim`, HTTP, async runtimes or I/O; features arrive as
 //! `&[f64]` / `Features` from `crate::features`.
 //!
@@ -29,6 +30,7 @@ mod linalg;
 mod mirror;
 mod normal;
 mod pacing;
+mod projected;
 mod ridge;
 mod snapshot;
 mod writer;

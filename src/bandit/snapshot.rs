@@ -5,8 +5,11 @@
 //! prepare/validate step. Must not import the writer or any I/O: the
 //! gateway reads and writes the JSON text itself.
 //! Invariants (enforced by `validate`, which every constructor runs): the
-//! dimension matches every arm's matrices; every number is finite; arm
-//! names are unique; `fixed_arm`, when set, names an arm; config valid.
+//! inner dimension (`projected.rs`) matches every arm's matrices; a
+//! projection, when present, maps the raw vector without its bias; every
+//! number is finite; arm names are unique; `fixed_arm`, when set, names an
+//! arm; config valid. `dimension` and `feature_fingerprint` always describe
+//! the route encoder's raw vector, which is what the snapshot takes as input.
 //! Serialisation is bit-exact (see `exact.rs`); arms sit behind `Arc` so a
 //! published snapshot shares unchanged arms with the writer's working copy.
 
@@ -20,7 +23,9 @@ use super::config::{ArmSpec, BudgetConfig, ConfigError, PolicyConfig};
 use super::drift::DriftFlags;
 use super::exact;
 use super::pacing::PacingState;
+use super::projected;
 use crate::domain::ModelName;
+use crate::features::Projection;
 
 /// A route's policy as configured: everything that is not learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +64,8 @@ pub enum SnapshotError {
     CorruptPacing,
     #[error("fixed_arm {0:?} is not an arm of this route")]
     FixedArm(String),
+    #[error("snapshot projection: {0}")]
+    Projection(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +80,11 @@ pub struct PolicySnapshot {
     pub(crate) pacing: PacingState,
     #[serde(with = "exact::shared_vec")]
     pub(crate) arms: Vec<Arc<ArmState>>,
+    /// Learned map from the raw features to the arms' inner space (see
+    /// `projected.rs`). Absent in older snapshots, and then not written, so
+    /// they load and serialise exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "projected")]
+    pub(crate) projection: Option<Arc<Projection>>,
 }
 
 impl RouteSpec {
@@ -101,11 +113,24 @@ impl RouteSpec {
 impl PolicySnapshot {
     /// A fresh policy: every arm at its prior, pacing dual at 0.
     pub fn new(spec: &RouteSpec) -> Result<Self, SnapshotError> {
+        Self::fresh(spec, None)
+    }
+
+    /// A fresh policy whose arms live in `projection`'s space (or the raw
+    /// one without it).
+    pub(crate) fn fresh(
+        spec: &RouteSpec,
+        projection: Option<Projection>,
+    ) -> Result<Self, SnapshotError> {
         spec.validate()?;
+        if let Some(p) = &projection {
+            projected::check(p, spec.dimension)?;
+        }
+        let inner = projection.as_ref().map_or(spec.dimension, |p| 1 + p.rows);
         let arms = spec
             .arms
             .iter()
-            .map(|a| Arc::new(ArmState::new(a, spec.dimension, &spec.config)))
+            .map(|a| Arc::new(ArmState::new(a, inner, &spec.config)))
             .collect();
         let s = Self {
             version: 0,
@@ -116,6 +141,7 @@ impl PolicySnapshot {
             budget: spec.budget,
             pacing: PacingState::default(),
             arms,
+            projection: projection.map(Arc::new),
         };
         s.validate()?;
         Ok(s)
@@ -161,12 +187,14 @@ impl PolicySnapshot {
         {
             return Err(SnapshotError::UnknownArm(a.name.to_string()));
         }
+        // A new arm joins the models' (possibly projected) space.
+        let inner = self.inner_dimension();
         let arms = spec
             .arms
             .iter()
             .map(|s| match self.arms.iter().find(|a| a.name == s.name) {
                 Some(a) => Arc::clone(a),
-                None => Arc::new(ArmState::new(s, spec.dimension, &spec.config)),
+                None => Arc::new(ArmState::new(s, inner, &spec.config)),
             })
             .collect();
         let s = Self {
@@ -195,19 +223,23 @@ impl PolicySnapshot {
         self.prepare(spec)
     }
 
-    /// Full self-consistency check. O(K d^2).
+    /// Full self-consistency check. O(K d^2) (+ O(k d) for a projection).
     pub fn validate(&self) -> Result<(), SnapshotError> {
         self.config.validate()?;
         self.budget.validate()?;
         if self.arms.is_empty() {
             return Err(SnapshotError::NoArms);
         }
+        if let Some(p) = &self.projection {
+            projected::check(p, self.dimension)?;
+        }
+        let inner = self.inner_dimension();
         let mut seen = HashSet::new();
         for a in &self.arms {
             if !seen.insert(a.name.as_str()) {
                 return Err(SnapshotError::DuplicateArm(a.name.to_string()));
             }
-            if !a.is_consistent(self.dimension) {
+            if !a.is_consistent(inner) {
                 return Err(SnapshotError::CorruptArm(a.name.to_string()));
             }
         }

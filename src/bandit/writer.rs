@@ -11,7 +11,8 @@
 //! (2 d^2 floats) is made; unchanged arms are shared. Publish every update
 //! for freshest reads, or every N updates / few ms to amortise the copies.
 //! Invariant: the published snapshot is always a validated state; version
-//! increases by one per publish.
+//! increases by one per publish. Updates carry raw feature vectors (as
+//! logged); a projected snapshot maps them itself (`projected.rs`).
 
 use std::sync::Arc;
 
@@ -157,6 +158,8 @@ impl PolicyWriter {
         state
             .pacing
             .observe(o.cost_usd.get(), target, &state.config.pacing);
+        // Updates carry raw vectors; the snapshot's own projection applies.
+        let x = state.project(&o.x);
         let Some(slot) = state.arms.get_mut(i) else {
             return Err(UpdateError::UnknownArm(o.arm.to_string()));
         };
@@ -166,7 +169,7 @@ impl PolicyWriter {
         if o.ok {
             report.drift.extend(arm.observe_outcome(
                 i,
-                &o.x,
+                &x,
                 o.cost_usd.get(),
                 o.latency_s,
                 cfg,
@@ -176,7 +179,7 @@ impl PolicyWriter {
             arm.record_error();
             report
                 .drift
-                .extend(arm.observe_quality(i, &o.x, 0.0, cfg, &mut self.scratch));
+                .extend(arm.observe_quality(i, &x, 0.0, cfg, &mut self.scratch));
         }
         self.unpublished += 1;
         Ok(report)
@@ -186,6 +189,7 @@ impl PolicyWriter {
     pub fn apply_quality(&mut self, q: &Quality) -> Result<UpdateReport, UpdateError> {
         let i = self.locate(&q.arm, &q.x)?;
         let state = &mut self.state;
+        let x = state.project(&q.x);
         let Some(slot) = state.arms.get_mut(i) else {
             return Err(UpdateError::UnknownArm(q.arm.to_string()));
         };
@@ -193,7 +197,7 @@ impl PolicyWriter {
         let mut report = UpdateReport::default();
         report.drift.extend(arm.observe_quality(
             i,
-            &q.x,
+            &x,
             q.reward.get(),
             &state.config,
             &mut self.scratch,

@@ -1,5 +1,6 @@
 //! `switchboard policy list|show V|activate V|rollback [--route R]`: the
-//! operator's view of `policy_snapshots`. Activation goes through the store
+//! operator's view of `policy_snapshots` (`show` also says whether a
+//! version carries a learned feature projection, and its shape). Activation goes through the store
 //! (one transaction, then NOTIFY), so every replica swaps to it live.
 
 use anyhow::Context;
@@ -44,6 +45,32 @@ fn line(p: &PolicyRow) -> String {
     )
 }
 
+/// Whether the stored snapshot projects its features, and how: read from
+/// the JSON as stored (no full validation, so `show` still answers for a
+/// version that no longer fits its route).
+fn features_line(p: &PolicyRow) -> String {
+    let v: serde_json::Value = match serde_json::from_str(&p.parameters) {
+        Ok(v) => v,
+        Err(e) => return format!("features: unreadable snapshot ({e})"),
+    };
+    let dimension = v.get("dimension").and_then(|d| d.as_u64());
+    let shape = v.get("projection").map(|pr| {
+        (
+            pr.get("rows").and_then(|r| r.as_u64()),
+            pr.get("cols").and_then(|c| c.as_u64()),
+        )
+    });
+    let dim = dimension.map_or_else(|| "?".to_owned(), |d| d.to_string());
+    match shape {
+        None => format!("features: raw, no projection (dimension {dim})"),
+        Some((Some(rows), Some(cols))) => format!(
+            "features: projection {rows} x {cols} (raw dimension {dim}, models see {})",
+            rows + 1
+        ),
+        Some(_) => "features: projection of unreadable shape".to_owned(),
+    }
+}
+
 /// Runs one command; returns what to print.
 pub async fn run(store: &Store, cmd: PolicyCommand) -> anyhow::Result<String> {
     match cmd {
@@ -57,7 +84,7 @@ pub async fn run(store: &Store, cmd: PolicyCommand) -> anyhow::Result<String> {
                 .await?
                 .with_context(|| format!("no policy version {version:?}"))?;
             let metrics = serde_json::to_string_pretty(&p.metrics)?;
-            Ok(format!("{}\n{metrics}", line(&p)))
+            Ok(format!("{}\n{}\n{metrics}", line(&p), features_line(&p)))
         }
         PolicyCommand::Activate { version } => {
             let route = store.activate_policy(&version).await?;

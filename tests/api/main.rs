@@ -43,4 +43,5 @@ mod scale;
 mod soak;
 mod sqlite;
 mod training;
+mod training_pca;
 mod warm_start;

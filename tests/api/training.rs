@@ -16,7 +16,7 @@ use switchboard_training::job::{publish, train_route, RouteSetup, TrainOptions};
 use crate::helpers::{fresh_postgres, spawn, two_providers, Db};
 use crate::mock::MockUpstream;
 
-fn config_text(a: &str, b: &str) -> String {
+pub(crate) fn config_text(a: &str, b: &str) -> String {
     format!(
         "{}\n[[routes]]\nname = \"learned\"\nmodels = [\"small\", \"large\"]\npolicy = \"linucb\"\n[routes.objective]\ncost_weight = 0.0\n",
         two_providers(a, b)
@@ -24,7 +24,7 @@ fn config_text(a: &str, b: &str) -> String {
 }
 
 /// True mean quality: `small` is good on low u, `large` on high u.
-fn truth(arm: &str, u: f64) -> f64 {
+pub(crate) fn truth(arm: &str, u: f64) -> f64 {
     if arm == "small" {
         0.8 - 0.6 * u
     } else {
@@ -41,6 +41,17 @@ fn features(d: usize, u: f64) -> Vec<f64> {
 
 /// `n` decisions by a uniform logging policy, each with quality feedback.
 async fn log_world(store: &Store, d: usize, n: usize, seed: u64) {
+    log_world_with(store, n, seed, |u, _| features(d, u)).await;
+}
+
+/// `log_world` with the logged feature vector of each row made by `make`
+/// from its signal `u` (quality depends on `u` only).
+pub(crate) async fn log_world_with(
+    store: &Store,
+    n: usize,
+    seed: u64,
+    make: impl Fn(f64, &mut SmallRng) -> Vec<f64>,
+) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let start = Utc::now() - Duration::hours(1);
     let mut events = Vec::new();
@@ -67,7 +78,7 @@ async fn log_world(store: &Store, d: usize, n: usize, seed: u64) {
             eligible_models: vec!["small".into(), "large".into()],
             policy_version: Some("online.1".into()),
             propensity: Some(0.5),
-            features: Some(features(d, u)),
+            features: Some(make(u, &mut rng)),
             decision: None,
             stream: false,
             prompt_tokens: Some(10),
@@ -103,7 +114,7 @@ async fn log_world(store: &Store, d: usize, n: usize, seed: u64) {
     store.write_batch(&events).await.unwrap();
 }
 
-fn options() -> TrainOptions {
+pub(crate) fn options() -> TrainOptions {
     TrainOptions {
         since: Utc::now() - Duration::days(1),
         until: Utc::now() + Duration::minutes(1),
@@ -112,6 +123,7 @@ fn options() -> TrainOptions {
         holdout: 5,
         seed: 1,
         progress: false,
+        pca: None,
     }
 }
 

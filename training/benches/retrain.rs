@@ -118,6 +118,7 @@ fn main() {
             holdout: 5,
             seed: 0,
             progress: false,
+            pca: None,
         };
         let t = Instant::now();
         let report = train_route(&store, &setup, &opts).await.unwrap();

@@ -13,7 +13,7 @@ use switchboard::retrain::SKIPPED_PREFIX;
 use switchboard::startup::database_url;
 use switchboard::store::Store;
 
-use crate::job::{summary, train_route, RouteSetup, TrainOptions};
+use crate::job::{pca_applies, summary, train_route, RouteSetup, TrainOptions};
 use crate::warm::warm_start;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +40,10 @@ pub struct TrainArgs {
     pub holdout: u64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fit a PCA projection of the hashed word features with K components
+    /// (1..=hash_buckets); the candidate carries it and serving applies it.
+    #[arg(long, value_name = "K")]
+    pub pca: Option<usize>,
 }
 
 /// Runs the command: loads the configuration, connects, takes the trainer
@@ -84,10 +88,25 @@ async fn train_routes(store: &Store, config: &Config, a: &TrainArgs) -> anyhow::
         holdout: a.holdout,
         seed: a.seed,
         progress: std::io::stdout().is_terminal(),
+        pca: a.pca,
     };
+    anyhow::ensure!(
+        a.pca.is_none() || a.labelled.is_none(),
+        "--pca applies to retraining from the log, not to a --labelled warm start"
+    );
+    let setups = routes
+        .iter()
+        .map(|r| RouteSetup::new(config, r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A bad --pca fails before any route is trained (nothing is stored).
+    if let Some(k) = a.pca {
+        for setup in &setups {
+            pca_applies(setup, k).with_context(|| format!("route {}", setup.name))?;
+        }
+    }
     let mut out = String::new();
-    for route in routes {
-        let setup = RouteSetup::new(config, &route)?;
+    for setup in setups {
+        let route = setup.name.clone();
         if let Some(path) = &a.labelled {
             let r = warm_start(store, config, &setup, path).await?;
             out += &format!(

@@ -38,7 +38,12 @@ pub struct ArmFitReport {
 
 impl Fitter {
     pub fn new(spec: &RouteSpec) -> Self {
-        let d = spec.dimension;
+        Self::with_dimension(spec, spec.dimension)
+    }
+
+    /// For rows of width `d` (projected vectors: `1 + rows` of the
+    /// projection) instead of the route's raw dimension.
+    pub fn with_dimension(spec: &RouteSpec, d: usize) -> Self {
         Self {
             arms: spec
                 .arms

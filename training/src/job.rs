@@ -3,6 +3,12 @@
 //! candidate and the active policy off-policy on the holdout, apply the
 //! guard, store the version with its report, print a summary.
 //!
+//! With `--pca K` a first pass takes a bounded sample of the feature
+//! vectors and fits a projection of the hashed block (`pca.rs`); the ridge
+//! fits then run on projected vectors and the candidate carries the
+//! projection. Evaluation hands both policies raw vectors: each snapshot
+//! projects (or not) by itself.
+//!
 //! Rewards are recomputed from raw outcomes under the route's objective as
 //! configured now: `quality - cost_weight * usd - latency_weight * s`,
 //! quality being the latest `quality` feedback within the attribution
@@ -16,7 +22,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use switchboard::bandit::{DecisionRequest, Objective, PolicySnapshot, RouteSpec};
 use switchboard::config::Config;
-use switchboard::features::Encoder;
+use switchboard::features::{Encoder, Projection};
 use switchboard::gateway::learning::{policy_config, route_spec};
 use switchboard::store::policies::NewPolicy;
 use switchboard::store::training::{LogWindow, LoggedRow};
@@ -24,6 +30,7 @@ use switchboard::store::Store;
 
 use crate::fit::{bucket, ArmFitReport, Fitter, FOLDS};
 use crate::ope::{self, OpeAccumulator, OpeEstimates};
+use crate::pca::{self, PcaReport, Reservoir};
 use crate::progress::Progress;
 
 /// Knobs of one run.
@@ -40,6 +47,9 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Draw progress bars on stderr (the command sets it on a terminal).
     pub progress: bool,
+    /// Fit a PCA projection of the hashed features with this many
+    /// components (`--pca K`); `None`: the raw features.
+    pub pca: Option<usize>,
 }
 
 /// The route as serving builds it.
@@ -103,6 +113,9 @@ pub struct TrainReport {
     pub rows_skipped: u64,
     pub rows_trained: u64,
     pub arms: Vec<ArmFitReport>,
+    /// The candidate's projection (`--pca`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pca: Option<PcaReport>,
     pub candidate: OpeEstimates,
     pub active: OpeEstimates,
     pub active_version: String,
@@ -155,6 +168,9 @@ pub async fn train_route(
     };
     let d = setup.spec.dimension;
     let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
+    if let Some(k) = opts.pca {
+        pca_applies(setup, k)?;
+    }
     let (active, active_key) = serving_policy(store, setup).await?;
 
     // Counting costs an index scan: only worth it for a bar someone watches.
@@ -164,9 +180,17 @@ pub async fn train_route(
         None
     };
 
+    // Pass 0 (`--pca`): sample the rows pass 1 trains on, fit the axes.
+    let projection = match opts.pca {
+        Some(k) => Some(fit_projection(store, setup, opts, &window, total, k).await?),
+        None => None,
+    };
+    let inner = projection.as_ref().map_or(d, |(p, _)| 1 + p.rows);
+    let mut projected = vec![0.0; inner];
+
     // Pass 1: fit on the rows outside the holdout.
     let mut bar = Progress::new(opts.progress, total, &format!("{}: fitting", setup.name));
-    let mut fitter = Fitter::new(&setup.spec);
+    let mut fitter = Fitter::with_dimension(&setup.spec, inner);
     let (mut read, mut skipped, mut trained) = (0u64, 0u64, 0u64);
     let mut rows = store.logged_rows(&window);
     while let Some(row) = rows.next().await {
@@ -189,14 +213,22 @@ pub async fn train_route(
         let quality = if row.ok { row.quality } else { Some(0.0) };
         let outcome = row.ok.then_some((row.cost_usd, row.latency_ms / 1e3));
         let fold = (bucket(&row.id) / opts.holdout.max(1)) as usize % FOLDS;
-        fitter.add(arm, fold, &row.features, quality, outcome, !row.ok);
+        let x = match &projection {
+            Some((p, _)) => {
+                project(p, &row.features, &mut projected);
+                &projected[..]
+            }
+            None => &row.features[..],
+        };
+        fitter.add(arm, fold, x, quality, outcome, !row.ok);
         trained += 1;
     }
     drop(rows);
     bar.finish();
     let version = format!("v{}", store.next_policy_number().await?);
     let (fits, arms) = fitter.finish();
-    let candidate = PolicySnapshot::from_fitted(&setup.spec, &version, fits)
+    let (projection, pca_report) = projection.unzip();
+    let candidate = PolicySnapshot::from_fitted_projected(&setup.spec, &version, projection, fits)
         .context("building the candidate snapshot")?
         .prepare(&setup.spec)
         .context("the candidate does not fit the route")?;
@@ -270,6 +302,7 @@ pub async fn train_route(
         rows_skipped: skipped,
         rows_trained: trained,
         arms,
+        pca: pca_report,
         candidate: cand,
         active: act,
         active_version: active_key.clone().unwrap_or_else(|| "online".into()),
@@ -295,6 +328,63 @@ pub async fn train_route(
     )
     .await?;
     Ok(report)
+}
+
+/// `--pca K` needs raw hashed features on the route: K within the
+/// buckets, and no projection configured on the route's features already.
+pub fn pca_applies(setup: &RouteSetup, k: usize) -> anyhow::Result<()> {
+    let spec = setup.encoder.spec();
+    anyhow::ensure!(
+        spec.projection.is_none(),
+        "--pca: route {} already has a projection in its feature configuration",
+        setup.name
+    );
+    pca::check_components(k, spec.hash_buckets)
+}
+
+/// Streams the rows pass 1 will train on into a bounded sample and fits
+/// the projection on it (off the async threads: the fit is CPU work).
+async fn fit_projection(
+    store: &Store,
+    setup: &RouteSetup,
+    opts: &TrainOptions,
+    window: &LogWindow,
+    total: Option<u64>,
+    k: usize,
+) -> anyhow::Result<(Projection, PcaReport)> {
+    let d = setup.spec.dimension;
+    let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
+    let mut sample = Reservoir::new(setup.encoder.spec().hash_buckets, opts.seed);
+    let mut bar = Progress::new(opts.progress, total, &format!("{}: sampling", setup.name));
+    let mut rows = store.logged_rows(window);
+    while let Some(row) = rows.next().await {
+        let row = row.context("reading the logged requests")?;
+        bar.tick();
+        let known = setup
+            .spec
+            .arms
+            .iter()
+            .any(|a| a.name.as_str() == row.chosen);
+        if known && row.features.len() == d && !held_out(&row.id) {
+            sample.offer(&row.features);
+        }
+    }
+    drop(rows);
+    bar.finish();
+    tokio::task::spawn_blocking(move || pca::fit(sample, k, d))
+        .await
+        .context("the PCA fit stopped")?
+}
+
+/// `out = [1 | P x[1..]]`, the snapshot's own mapping (`bandit/projected.rs`).
+fn project(p: &Projection, x: &[f64], out: &mut [f64]) {
+    if let Some((bias, rest)) = out.split_first_mut() {
+        *bias = 1.0;
+        let z = x.get(1..).unwrap_or_default();
+        for (o, row) in rest.iter_mut().zip(p.matrix.chunks_exact(p.cols.max(1))) {
+            *o = row.iter().zip(z).map(|(a, b)| a * b).sum();
+        }
+    }
 }
 
 /// Stores a snapshot version with its report (activating it if asked).
@@ -348,6 +438,12 @@ pub fn summary(r: &TrainReport) -> String {
             format!("lambda {} on {} rows", c.lambda, c.rows)
         });
         s += &format!("  arm {:<24} quality: {q}; cost/latency: {o}\n", a.arm);
+    }
+    if let Some(p) = &r.pca {
+        s += &format!(
+            "  pca: {} components, projection {} x {}, explained variance {:.4} of the hashed features (fitted on {} of {} rows)\n",
+            p.components, p.rows, p.cols, p.explained_variance, p.sample_rows, p.rows_seen
+        );
     }
     s += &format!("  logged policy mean reward {:.4}\n", r.logged_reward);
     s += &line(&r.version, &r.candidate);

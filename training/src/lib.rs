@@ -4,7 +4,8 @@
 //! its heavy dependencies (ndarray, linfa) stay out of the serving binary.
 //!
 //! Modules: `ridge` (sufficient statistics, cross-validated ridge), `fit`
-//! (per-arm models from the log), `ope` (IPS / SNIPS / DR with bootstrap
+//! (per-arm models from the log), `pca` (the optional projection of the
+//! hashed features, `--pca`), `ope` (IPS / SNIPS / DR with bootstrap
 //! intervals), `job` (the `switchboard train` run: fit, evaluate, guard,
 //! publish), `warm` (priors from a full-information labelled file),
 //! `command` (the `switchboard train` command: arguments, trainer lock).
@@ -13,6 +14,7 @@ pub mod command;
 pub mod fit;
 pub mod job;
 pub mod ope;
+pub mod pca;
 pub mod progress;
 pub mod ridge;
 pub mod synthetic;

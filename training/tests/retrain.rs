@@ -101,9 +101,14 @@ async fn setup(rows: u64) -> (String, Store, PathBuf, tempfile::TempDir) {
 }
 
 fn trainer(url: &str, config: &Path) -> std::process::Output {
+    trainer_with(url, config, &[])
+}
+
+fn trainer_with(url: &str, config: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(TRAINER)
         .args(["train", "--config"])
         .arg(config)
+        .args(extra)
         .env("DATABASE_URL", url)
         .env_remove("SWITCHBOARD_CONFIG")
         .output()
@@ -145,6 +150,45 @@ async fn a_trainer_started_while_another_holds_the_lock_skips_then_trains_once_f
     let again = store.try_trainer_lock().await.unwrap();
     assert!(again.is_some());
     again.unwrap().release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_pca_fails_clearly_and_stores_nothing_and_a_good_one_stores_its_projection() {
+    let (url, store, config, _dir) = setup(2_000).await;
+    // The default features: 35 hand-made ones and 64 hash buckets.
+    for (k, says) in [("0", "between 1 and"), ("65", "hash_buckets (64)")] {
+        let out = trainer_with(&url, &config, &["--pca", k]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--pca {k} was accepted");
+        assert!(stderr.contains(&format!("--pca {k}")), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(store.list_policies(None).await.unwrap().is_empty());
+    }
+    let out = trainer_with(&url, &config, &["--pca", "4", "--seed", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pca: 4 components, projection 39 x 99"),
+        "{stdout}"
+    );
+    let stored = store.list_policies(None).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let p = store.policy(&stored[0].version).await.unwrap().unwrap();
+    let ratios = p.metrics.as_ref().unwrap()["pca"]["explained_variance_ratio"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect::<Vec<_>>();
+    // Noise buckets: four axes keep some, not all, of the variance.
+    assert_eq!(ratios.len(), 4);
+    assert!(ratios.iter().all(|r| *r > 0.0 && *r < 0.5), "{ratios:?}");
+    let snapshot = switchboard::bandit::PolicySnapshot::from_json(&p.parameters).unwrap();
+    assert_eq!(snapshot.inner_dimension(), 1 + 35 + 4);
 }
 
 #[tokio::test]

@@ -269,7 +269,9 @@ pub fn live_policy_estimates(gw: &Gateway, route: &str) -> Option<Value> {
     let index = gw.catalog.route_index(route)?;
     let learner = gw.learning.routes.get(index)?;
     let snapshot = learner.policy.load();
-    let mut origin = vec![0.0; snapshot.dimension()];
+    // The origin is the bias alone in the raw and in any projected space
+    // (a projection is linear), so it is built at the models' own width.
+    let mut origin = vec![0.0; snapshot.inner_dimension()];
     if let Some(bias) = origin.first_mut() {
         *bias = 1.0;
     }

@@ -4,6 +4,7 @@
 mod api;
 mod delta;
 mod learning;
+mod projected;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

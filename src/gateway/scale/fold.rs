@@ -81,7 +81,7 @@ impl RouteLog {
             Err(e) => return Folded::Rejected(e),
         };
         if (delta.dimension, delta.feature_fingerprint)
-            != (self.base.dimension(), self.base.feature_fingerprint())
+            != (self.base.inner_dimension(), self.base.inner_fingerprint())
         {
             return Folded::OtherFeatures;
         }
@@ -217,5 +217,28 @@ mod tests {
         assert_eq!(log.fold(3, None, "", Ok(wrong)), Folded::OtherFeatures);
         assert_eq!(log.watermark, 3);
         assert_eq!(log.base, base);
+    }
+
+    #[test]
+    fn a_projected_policy_merges_its_own_space_and_passes_over_the_raw_one() {
+        let projection = crate::features::Projection {
+            rows: 1,
+            cols: 2,
+            matrix: vec![0.5, 0.5],
+        };
+        let spec = super::super::testing::spec(&["a", "b"]);
+        let base =
+            PolicySnapshot::from_fitted_projected(&spec, "", Some(projection), vec![]).unwrap();
+        let mut log = RouteLog::new(base.clone(), 0);
+        let d = learned(&base, "a", 3);
+        assert_eq!(d.dimension, 2);
+        assert!(matches!(
+            log.fold(1, None, "", Ok(d)),
+            Folded::Merged { own: false, .. }
+        ));
+        assert_eq!(feedback(&log.base, "a"), 3);
+        let raw = learned(&fresh(), "b", 2);
+        assert_eq!(log.fold(2, None, "", Ok(raw)), Folded::OtherFeatures);
+        assert_eq!(feedback(&log.base, "b"), 0);
     }
 }
