@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::exact;
 use super::snapshot::{PolicySnapshot, SnapshotError};
-use crate::features::Projection;
+use crate::features::{fnv_words, Projection, FNV_OFFSET};
 
 impl PolicySnapshot {
     /// Width of the vectors the arms' models take: `1 + rows` with a
@@ -60,19 +60,8 @@ impl PolicySnapshot {
         let Some(p) = &self.projection else {
             return self.feature_fingerprint;
         };
-        // FNV-1a over the projection's shape and bits, then mixed in.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |v: u64| {
-            for b in v.to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        eat(self.feature_fingerprint);
-        eat(p.rows as u64);
-        eat(p.cols as u64);
-        p.matrix.iter().for_each(|v| eat(v.to_bits()));
-        h
+        // FNV-1a over the fingerprint, the projection's shape and bits.
+        p.hash_into(fnv_words(FNV_OFFSET, self.feature_fingerprint))
     }
 }
 

@@ -30,6 +30,12 @@ pub(crate) fn fnv_step(h: u64, byte: u8) -> u64 {
     (h ^ byte as u64).wrapping_mul(FNV_PRIME)
 }
 
+/// Feeds a word's little-endian bytes into a running FNV-1a state.
+#[inline]
+pub(crate) fn fnv_words(h: u64, word: u64) -> u64 {
+    word.to_le_bytes().iter().fold(h, |h, &b| fnv_step(h, b))
+}
+
 /// SplitMix64 finaliser: FNV's low bits are weak, so bucket and sign are
 /// taken from a fully mixed value.
 #[inline]

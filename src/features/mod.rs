@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fixed::estimate_prompt_tokens;
 use fixed::{fill_fixed, normalise, RoleTally};
+pub(crate) use hash::{fnv_words, FNV_OFFSET};
 pub use projection::Projection;
 use scan::Scanner;
 
@@ -203,11 +204,7 @@ impl FeatureSpec {
         eat(&[u8::from(self.use_bigrams)]);
         eat(&self.hash_norm.to_bits().to_le_bytes());
         if let Some(p) = &self.projection {
-            eat(&(p.rows as u64).to_le_bytes());
-            eat(&(p.cols as u64).to_le_bytes());
-            p.matrix
-                .iter()
-                .for_each(|v| eat(&v.to_bits().to_le_bytes()));
+            h = p.hash_into(h);
         }
         hash::mix64(h)
     }

@@ -47,6 +47,15 @@ impl Projection {
         Ok(())
     }
 
+    /// Feeds the shape and the matrix's exact bits (little-endian words)
+    /// into the running FNV-1a hash `h`: fingerprints of the feature space.
+    pub(crate) fn hash_into(&self, h: u64) -> u64 {
+        let words = [self.rows as u64, self.cols as u64]
+            .into_iter()
+            .chain(self.matrix.iter().map(|v| v.to_bits()));
+        words.fold(h, |h, w| super::hash::fnv_words(h, w))
+    }
+
     /// Writes `P x` into `out` (which must have `rows` entries).
     pub(crate) fn apply(&self, x: &[f64], out: &mut [f64]) {
         for (o, row) in out.iter_mut().zip(self.matrix.chunks_exact(self.cols)) {

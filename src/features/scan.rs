@@ -220,26 +220,9 @@ impl<'b> Scanner<'b> {
     fn step_ascii(&mut self, b: u8) {
         let c = char::from(b);
         let white = class(b) & SPACE != 0;
-        let n = &mut self.counts;
-        n.chars += 1;
-        n.ascii += 1;
-        if (b == b')' && is_option_mark(self.prev) && (self.prev2 == '(' || self.blank_before_prev))
-            || (b == b'.'
-                && self.prev.is_ascii_uppercase()
-                && is_option_mark(self.prev)
-                && self.blank_before_prev)
-        {
-            n.options += 1;
-        }
-        if b == b'`' {
-            self.backticks += 1;
-            if self.backticks == 3 {
-                n.fences += 1;
-                self.backticks = 0;
-            }
-        } else {
-            self.backticks = 0;
-        }
+        self.counts.chars += 1;
+        self.counts.ascii += 1;
+        self.marks(c);
         self.end_word();
         let n = &mut self.counts;
         match b {
@@ -286,24 +269,8 @@ impl<'b> Scanner<'b> {
         } else {
             n.non_ascii += 1;
         }
-        // Multiple-choice markers: "(A)" anywhere, "A)" / "A." opening a line.
-        if (c == ')' && is_option_mark(self.prev) && (self.prev2 == '(' || self.blank_before_prev))
-            || (c == '.'
-                && self.prev.is_ascii_uppercase()
-                && is_option_mark(self.prev)
-                && self.blank_before_prev)
-        {
-            n.options += 1;
-        }
-        if c == '`' {
-            self.backticks += 1;
-            if self.backticks == 3 {
-                n.fences += 1;
-                self.backticks = 0;
-            }
-        } else {
-            self.backticks = 0;
-        }
+        self.marks(c);
+        let n = &mut self.counts;
         if c.is_ascii_alphanumeric() {
             // ASCII fast path: most prompt text.
             if c.is_ascii_digit() {
@@ -361,6 +328,30 @@ impl<'b> Scanner<'b> {
         };
         self.prev2 = self.prev;
         self.prev = c;
+    }
+
+    /// Multiple-choice markers ("(A)" anywhere, "A)" / "A." opening a line)
+    /// and code fences (three backticks): state both steps keep.
+    #[inline]
+    fn marks(&mut self, c: char) {
+        let n = &mut self.counts;
+        if (c == ')' && is_option_mark(self.prev) && (self.prev2 == '(' || self.blank_before_prev))
+            || (c == '.'
+                && self.prev.is_ascii_uppercase()
+                && is_option_mark(self.prev)
+                && self.blank_before_prev)
+        {
+            n.options += 1;
+        }
+        if c == '`' {
+            self.backticks += 1;
+            if self.backticks == 3 {
+                n.fences += 1;
+                self.backticks = 0;
+            }
+        } else {
+            self.backticks = 0;
+        }
     }
 
     #[inline]

@@ -13,7 +13,7 @@ use switchboard::config::{load_str, Env};
 use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
 use switchboard_training::job::{publish, train_route, RouteSetup, TrainOptions};
 
-use crate::helpers::{fresh_postgres, spawn, two_providers, Db};
+use crate::helpers::{fresh_postgres, spawn, two_providers, Db, TestApp};
 use crate::mock::MockUpstream;
 
 pub(crate) fn config_text(a: &str, b: &str) -> String {
@@ -258,8 +258,9 @@ async fn training_on_sqlite_learns_the_same_world() {
     }
 }
 
-#[tokio::test]
-async fn a_running_server_hot_swaps_to_an_activated_version_without_failing_requests() {
+/// Two mock upstreams, a server on Postgres for `config_text`, and its
+/// "learned" route as the trainer sets it up (keep the mocks alive).
+pub(crate) async fn serving_learned_route() -> ([MockUpstream; 2], TestApp, RouteSetup) {
     let (a, b) = (
         MockUpstream::start("alpha").await,
         MockUpstream::start("beta").await,
@@ -268,6 +269,12 @@ async fn a_running_server_hot_swaps_to_an_activated_version_without_failing_requ
     let app = spawn(&text, Db::Postgres).await;
     let config = load_str(&text, "t.toml", &Env::new()).unwrap();
     let setup = RouteSetup::new(&config, "learned").unwrap();
+    ([a, b], app, setup)
+}
+
+#[tokio::test]
+async fn a_running_server_hot_swaps_to_an_activated_version_without_failing_requests() {
+    let (_mocks, app, setup) = serving_learned_route().await;
     let snapshot = PolicySnapshot::from_fitted(&setup.spec, "v1", vec![]).unwrap();
 
     let send = |i: usize| {

@@ -97,14 +97,7 @@ async fn feedback_count(app: &TestApp, model: &str) -> u64 {
 
 #[tokio::test]
 async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_rolls_back() {
-    let (a, b) = (
-        MockUpstream::start("alpha").await,
-        MockUpstream::start("beta").await,
-    );
-    let text = config_text(&a.base_url(), &b.base_url());
-    let app = spawn(&text, Db::Postgres).await;
-    let config = load_str(&text, "t.toml", &Env::new()).unwrap();
-    let setup = RouteSetup::new(&config, "learned").unwrap();
+    let (_mocks, app, setup) = serving_learned_route().await;
     let d = setup.spec.dimension;
     let buckets = d - 1 - N_FIXED;
     log_world_with(&app.store, 3000, 11, |u, rng| low_rank(d, u, rng)).await;

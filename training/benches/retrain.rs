@@ -7,6 +7,10 @@
 //!
 //!   cargo bench -p switchboard-training --bench retrain
 //!   RETRAIN_ROWS=200000 cargo bench -p switchboard-training --bench retrain
+//!   RETRAIN_PCA=16 cargo bench -p switchboard-training --bench retrain
+//!
+//! `RETRAIN_PCA=K` also fits a K-component projection of the hashed
+//! features (`switchboard train --pca K`: one more, sampling, pass).
 //!
 //! `TEST_DATABASE_ADMIN_URL` names the server (default: the local trust-auth
 //! one); the bench database is dropped afterwards.
@@ -118,17 +122,18 @@ fn main() {
             holdout: 5,
             seed: 0,
             progress: false,
-            pca: None,
+            pca: std::env::var("RETRAIN_PCA").ok().and_then(|v| v.parse().ok()),
         };
         let t = Instant::now();
         let report = train_route(&store, &setup, &opts).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
+        let passes = if opts.pca.is_some() { 3 } else { 2 };
         print!("{}", summary(&report));
         println!(
-            "retraining over {} logged requests: {secs:.1} s ({:.0} rows/s per pass, 2 passes); \
+            "retraining over {} logged requests: {secs:.1} s ({:.0} rows/s per pass, {passes} passes); \
              peak RSS {:.0} MiB (after seeding {rss_before:.0} MiB)",
             report.rows_read,
-            report.rows_read as f64 / secs * 2.0,
+            report.rows_read as f64 / secs * passes as f64,
             peak_rss_mib().unwrap_or(f64::NAN)
         );
         store.close().await;
