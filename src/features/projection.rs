@@ -53,7 +53,7 @@ impl Projection {
         let words = [self.rows as u64, self.cols as u64]
             .into_iter()
             .chain(self.matrix.iter().map(|v| v.to_bits()));
-        words.fold(h, |h, w| super::hash::fnv_words(h, w))
+        words.fold(h, super::hash::fnv_words)
     }
 
     /// Writes `P x` into `out` (which must have `rows` entries).
