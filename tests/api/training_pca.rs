@@ -10,13 +10,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use switchboard::bandit::PolicySnapshot;
 use switchboard::cli::policy::{self as policy_cmd, PolicyCommand};
-use switchboard::config::{load_str, Env};
 use switchboard::features::FIXED_FEATURES;
-use switchboard_training::job::{summary, train_route, RouteSetup, TrainOptions};
+use switchboard_training::job::{summary, train_route, TrainOptions};
 
-use crate::helpers::{spawn, Db, TestApp};
-use crate::mock::MockUpstream;
-use crate::training::{config_text, log_world_with, options, truth};
+use crate::helpers::TestApp;
+use crate::training::{log_world_with, options, serving_learned_route, truth};
 
 const N_FIXED: usize = FIXED_FEATURES.len();
 const K: usize = 3;
