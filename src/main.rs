@@ -29,6 +29,10 @@ enum Command {
         /// router; one replica at a time trains (a database lock).
         #[arg(long, env = "SWITCHBOARD_RETRAIN_EVERY", value_parser = switchboard::cli::age::parse_period)]
         retrain_every: Option<std::time::Duration>,
+        /// With --retrain-every: each run also fits a K-component PCA
+        /// projection of the hashed features (`switchboard train --pca K`).
+        #[arg(long, env = "SWITCHBOARD_RETRAIN_PCA", requires = "retrain_every")]
+        retrain_pca: Option<usize>,
     },
     /// Zero setup: simulated providers, the router on embedded SQLite, traffic and a live summary.
     Demo(switchboard::sim::demo::DemoOptions),
@@ -118,6 +122,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
         Command::Serve {
             config: path,
             retrain_every,
+            retrain_pca,
         } => {
             let config = config::load(path.as_deref(), &env)?;
             let running = startup::start(config, &env).await?;
@@ -128,6 +133,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
                     program: switchboard::retrain::trainer_program(),
                     config: path.clone(),
                     database_url: startup::database_url(&env),
+                    pca: retrain_pca,
                 };
                 AbortOnDrop(tokio::spawn(switchboard::retrain::run(schedule, stopping)))
             });

@@ -40,6 +40,9 @@ pub struct Schedule {
     pub config: Option<PathBuf>,
     /// The router's database, passed as `DATABASE_URL`.
     pub database_url: String,
+    /// Passed as `--pca K`: each run also fits a projection of the hashed
+    /// features (`serve --retrain-pca K`).
+    pub pca: Option<usize>,
 }
 
 /// How one run ended.
@@ -90,6 +93,9 @@ pub async fn run_once(schedule: &Schedule) -> RunOutcome {
         .kill_on_drop(true);
     if let Some(c) = &schedule.config {
         cmd.arg("--config").arg(c);
+    }
+    if let Some(k) = schedule.pca {
+        cmd.arg("--pca").arg(k.to_string());
     }
     let out = match cmd.output().await {
         Ok(o) => o,

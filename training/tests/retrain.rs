@@ -268,6 +268,7 @@ async fn serve_retrains_on_schedule_and_every_replica_swaps_to_the_new_version()
         program: PathBuf::from(TRAINER),
         config: Some(config_path.clone()),
         database_url: url.clone(),
+        pca: None,
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(switchboard::retrain::run(schedule.clone(), stopping));
@@ -299,10 +300,19 @@ async fn serve_retrains_on_schedule_and_every_replica_swaps_to_the_new_version()
     // A run with a bad configuration fails with the trainer's message.
     let bad = Schedule {
         config: Some(config_path.with_file_name("missing.toml")),
-        ..schedule
+        ..schedule.clone()
     };
     match run_once(&bad).await {
         RunOutcome::Failed(e) => assert!(e.contains("missing.toml"), "{e}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // `--retrain-pca` reaches the trainer: an impossible K is refused there.
+    let bad_pca = Schedule {
+        pca: Some(0),
+        ..schedule
+    };
+    match run_once(&bad_pca).await {
+        RunOutcome::Failed(e) => assert!(e.contains("--pca"), "{e}"),
         other => panic!("expected a failure, got {other:?}"),
     }
     for r in replicas {
