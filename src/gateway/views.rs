@@ -181,6 +181,12 @@ pub fn policy(gw: &Gateway, index: usize, prompt: &str, full: bool) -> Value {
         "objective": {"cost_weight": cost_weight, "latency_weight": latency_weight},
         "prompt": prompt,
         "arms": arms,
+        // A trained version may project the raw features (`train --pca`).
+        "features": {
+            "dimension": snapshot.dimension(),
+            "projection": snapshot.projection().map(|p| json!({"rows": p.rows, "cols": p.cols})),
+            "model_dimension": snapshot.inner_dimension(),
+        },
     });
     if let Value::Object(m) = &mut view {
         m.extend(super::scale::view::route_policy(gw, index, full));

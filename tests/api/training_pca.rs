@@ -212,6 +212,17 @@ async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_ro
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(after, before + 1, "feedback for {model} was not learned");
+    let view: Value = app
+        .admin(Method::GET, "/admin/routes/learned/policy", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        view["features"],
+        json!({"dimension": d, "projection": {"rows": N_FIXED + K, "cols": d - 1},
+               "model_dimension": 1 + N_FIXED + K})
+    );
 
     // 5. Rollback returns to the unprojected version, live, no failure.
     let out = policy_cmd::run(
@@ -224,6 +235,14 @@ async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_ro
     .unwrap();
     assert!(out.contains(&raw.version), "{out}");
     until_served(&app, &raw.version, 2000).await;
+    let view: Value = app
+        .admin(Method::GET, "/admin/routes/learned/policy", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["features"]["projection"], Value::Null);
+    assert_eq!(view["features"]["model_dimension"], json!(d));
     for i in 3000..3020 {
         let (status, v, _, _) = send(&app, i).await;
         assert_eq!(status, 200, "request {i} after the rollback failed");
