@@ -76,15 +76,30 @@ async fn until_served(app: &TestApp, version: &str, from: usize) -> usize {
     panic!("never served {version}");
 }
 
-/// The live policy's feedback count for `model` (admin view).
-async fn feedback_count(app: &TestApp, model: &str) -> u64 {
-    let doc: Value = app
-        .admin(Method::GET, "/admin/routes/learned/policy", None)
+/// The live policy (admin view).
+async fn policy_view(app: &TestApp) -> Value {
+    app.admin(Method::GET, "/admin/routes/learned/policy", None)
         .await
         .json()
         .await
-        .unwrap();
-    doc["arms"]
+        .unwrap()
+}
+
+/// `switchboard policy show VERSION`.
+async fn show(app: &TestApp, version: &str) -> String {
+    policy_cmd::run(
+        &app.store,
+        PolicyCommand::Show {
+            version: version.to_owned(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The live policy's feedback count for `model` (admin view).
+async fn feedback_count(app: &TestApp, model: &str) -> u64 {
+    policy_view(app).await["arms"]
         .as_array()
         .unwrap()
         .iter()
@@ -155,26 +170,12 @@ async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_ro
             assert!((q - truth(arm, u)).abs() < 0.08, "{arm} at {u}: {q}");
         }
     }
-    let shown = policy_cmd::run(
-        &app.store,
-        PolicyCommand::Show {
-            version: r.version.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let shown = show(&app, &r.version).await;
     assert!(
         shown.contains(&format!("projection {} x {}", N_FIXED + K, d - 1)),
         "{shown}"
     );
-    let shown_raw = policy_cmd::run(
-        &app.store,
-        PolicyCommand::Show {
-            version: raw.version.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let shown_raw = show(&app, &raw.version).await;
     assert!(shown_raw.contains("no projection"), "{shown_raw}");
 
     // 3. Activated (by hand if the guard kept it), the server swaps live.
@@ -212,12 +213,7 @@ async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_ro
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(after, before + 1, "feedback for {model} was not learned");
-    let view: Value = app
-        .admin(Method::GET, "/admin/routes/learned/policy", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view = policy_view(&app).await;
     assert_eq!(
         view["features"],
         json!({"dimension": d, "projection": {"rows": N_FIXED + K, "cols": d - 1},
@@ -235,12 +231,7 @@ async fn a_pca_candidate_is_stored_with_its_projection_served_live_learns_and_ro
     .unwrap();
     assert!(out.contains(&raw.version), "{out}");
     until_served(&app, &raw.version, 2000).await;
-    let view: Value = app
-        .admin(Method::GET, "/admin/routes/learned/policy", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view = policy_view(&app).await;
     assert_eq!(view["features"]["projection"], Value::Null);
     assert_eq!(view["features"]["model_dimension"], json!(d));
     for i in 3000..3020 {
