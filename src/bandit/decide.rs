@@ -108,8 +108,26 @@ pub struct Receipt {
     pending: Option<Box<Pending>>,
 }
 
-/// The mixture a Thompson decision was drawn from: `pi(row) = floor[row] +
-/// rest (kappa P_win(row) + (1 - kappa) 1[row = greedy])`.
+/// Every algorithm's choice distribution: `pi(row) = floor[row] + rest
+/// (kappa pi_e(row) + (1 - kappa) 1[row = greedy])`, `rest = 1 - sum floor`.
+#[derive(Debug, Clone, PartialEq)]
+struct Mixture {
+    floor: Vec<f64>,
+    rest: f64,
+    kappa: f64,
+    greedy: usize,
+}
+
+impl Mixture {
+    /// `pi(row)` given the exploration distribution's value there.
+    fn at(&self, row: usize, explore: f64) -> f64 {
+        let g = if row == self.greedy { 1.0 } else { 0.0 };
+        self.rest * (self.kappa * explore + (1.0 - self.kappa) * g)
+            + self.floor.get(row).copied().unwrap_or(0.0)
+    }
+}
+
+/// The mixture a Thompson decision was drawn from, with `pi_e = P_win`.
 #[derive(Debug, Clone, PartialEq)]
 struct Pending {
     /// Affordable rows and their capped utility draws.
@@ -117,22 +135,12 @@ struct Pending {
     arms: Vec<Capped>,
     /// Positions in `arms` that can win (`normal::contenders`).
     contenders: Vec<usize>,
-    floor: Vec<f64>,
-    rest: f64,
-    kappa: f64,
-    greedy: usize,
+    mixture: Mixture,
     /// The row drawn, whose probability is already set (kept as logged).
     chosen: Option<usize>,
 }
 
 impl Pending {
-    /// `pi(row)` given the exploration distribution's value there.
-    fn mix(&self, row: usize, explore: f64) -> f64 {
-        let g = if row == self.greedy { 1.0 } else { 0.0 };
-        self.rest * (self.kappa * explore + (1.0 - self.kappa) * g)
-            + self.floor.get(row).copied().unwrap_or(0.0)
-    }
-
     /// `P_win` of one row (0 for a row that cannot win).
     fn win(&self, row: usize) -> f64 {
         self.rows
@@ -159,7 +167,7 @@ impl Receipt {
         for (&row, e) in p.rows.iter().zip(explore) {
             if p.chosen != Some(row) {
                 if let Some(r) = self.arms.get_mut(row) {
-                    r.probability = p.mix(row, e);
+                    r.probability = p.mixture.at(row, e);
                 }
             }
         }
@@ -208,9 +216,10 @@ struct Plan {
 /// probability: the floor by `u`, then the exploration share `kappa` by an
 /// actual posterior draw per contender, else the greedy row.
 fn draw_thompson<R: Rng + ?Sized>(p: &Pending, rng: &mut R) -> (usize, f64) {
+    let m = &p.mixture;
     let mut u: f64 = rng.random();
     let mut row = None;
-    for (i, &f) in p.floor.iter().enumerate() {
+    for (i, &f) in m.floor.iter().enumerate() {
         if u < f {
             row = Some(i);
             break;
@@ -218,8 +227,8 @@ fn draw_thompson<R: Rng + ?Sized>(p: &Pending, rng: &mut R) -> (usize, f64) {
         u -= f;
     }
     let row = row.unwrap_or_else(|| {
-        if rng.random::<f64>() < p.kappa {
-            let mut best = (f64::NEG_INFINITY, p.greedy, 0u32);
+        if rng.random::<f64>() < m.kappa {
+            let mut best = (f64::NEG_INFINITY, m.greedy, 0u32);
             for &j in &p.contenders {
                 let d = p.arms[j].draw(rng.sample(StandardNormal));
                 // Point masses (caps, sd 0) can tie: pick uniformly.
@@ -234,10 +243,10 @@ fn draw_thompson<R: Rng + ?Sized>(p: &Pending, rng: &mut R) -> (usize, f64) {
             }
             best.1
         } else {
-            p.greedy
+            m.greedy
         }
     });
-    (row, p.mix(row, p.win(row)))
+    (row, m.at(row, p.win(row)))
 }
 
 impl PolicySnapshot {
@@ -461,7 +470,12 @@ impl PolicySnapshot {
                 mixing(floor_share, cap, k, &weights, greedy)
             }
         };
-        let rest = 1.0 - floor_mass.iter().sum::<f64>();
+        let mixture = Mixture {
+            rest: 1.0 - floor_mass.iter().sum::<f64>(),
+            floor: floor_mass,
+            kappa,
+            greedy,
+        };
         if cfg.algorithm == Algorithm::Thompson {
             let rows_t: Vec<usize> = (0..rows.len()).filter(|&i| ok(i)).collect();
             let arms: Vec<Capped> = rows_t
@@ -481,18 +495,14 @@ impl PolicySnapshot {
                 rows: rows_t,
                 arms,
                 contenders,
-                floor: floor_mass,
-                rest,
-                kappa,
-                greedy,
+                mixture,
                 chosen: None,
             }));
             return Ok(Plan { greedy, receipt });
         }
-        for (i, ((r, pe), fm)) in rows.iter_mut().zip(&explore).zip(&floor_mass).enumerate() {
+        for (i, (r, &pe)) in rows.iter_mut().zip(&explore).enumerate() {
             if r.affordable {
-                let g = if i == greedy { 1.0 } else { 0.0 };
-                r.probability = rest * (kappa * pe + (1.0 - kappa) * g) + fm;
+                r.probability = mixture.at(i, pe);
             }
         }
         Ok(Plan { greedy, receipt })
