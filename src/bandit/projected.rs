@@ -45,10 +45,7 @@ impl PolicySnapshot {
             return Cow::Borrowed(x);
         };
         let mut out = vec![0.0; 1 + p.rows];
-        if let Some((bias, rest)) = out.split_first_mut() {
-            *bias = 1.0;
-            p.apply(x.get(1..).unwrap_or_default(), rest);
-        }
+        p.apply_with_bias(x, &mut out);
         Cow::Owned(out)
     }
 

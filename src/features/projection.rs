@@ -56,6 +56,16 @@ impl Projection {
         words.fold(h, super::hash::fnv_words)
     }
 
+    /// Writes `[1 | P x[1..]]` into `out` (`rows + 1` entries): a raw
+    /// feature vector, bias first, mapped to a projected one with a fresh
+    /// bias (how a trained policy snapshot sees its inputs).
+    pub fn apply_with_bias(&self, x: &[f64], out: &mut [f64]) {
+        if let Some((bias, rest)) = out.split_first_mut() {
+            *bias = 1.0;
+            self.apply(x.get(1..).unwrap_or_default(), rest);
+        }
+    }
+
     /// Writes `P x` into `out` (which must have `rows` entries).
     pub(crate) fn apply(&self, x: &[f64], out: &mut [f64]) {
         for (o, row) in out.iter_mut().zip(self.matrix.chunks_exact(self.cols)) {

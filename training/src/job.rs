@@ -52,6 +52,13 @@ pub struct TrainOptions {
     pub pca: Option<usize>,
 }
 
+impl TrainOptions {
+    /// Whether a request (by id) belongs to the evaluation holdout.
+    pub fn held_out(&self, id: &str) -> bool {
+        self.holdout > 1 && bucket(id).is_multiple_of(self.holdout)
+    }
+}
+
 /// The route as serving builds it.
 pub struct RouteSetup {
     pub name: String,
@@ -167,7 +174,6 @@ pub async fn train_route(
         attribution_s: opts.attribution_s,
     };
     let d = setup.spec.dimension;
-    let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
     if let Some(k) = opts.pca {
         pca_applies(setup, k)?;
     }
@@ -206,7 +212,7 @@ pub async fn train_route(
             skipped += 1;
             continue;
         };
-        if row.features.len() != d || held_out(&row.id) {
+        if row.features.len() != d || opts.held_out(&row.id) {
             skipped += u64::from(row.features.len() != d);
             continue;
         }
@@ -215,7 +221,7 @@ pub async fn train_route(
         let fold = (bucket(&row.id) / opts.holdout.max(1)) as usize % FOLDS;
         let x = match &projection {
             Some((p, _)) => {
-                project(p, &row.features, &mut projected);
+                p.apply_with_bias(&row.features, &mut projected);
                 &projected[..]
             }
             None => &row.features[..],
@@ -242,7 +248,7 @@ pub async fn train_route(
     while let Some(row) = rows.next().await {
         let row = row.context("reading the logged requests")?;
         bar.tick();
-        if opts.holdout > 1 && !held_out(&row.id) || row.features.len() != d {
+        if opts.holdout > 1 && !opts.held_out(&row.id) || row.features.len() != d {
             continue;
         }
         let (Some(r), Some((eligible, chosen))) = (setup.reward(&row), arms_of(&candidate, &row))
@@ -353,7 +359,6 @@ async fn fit_projection(
     k: usize,
 ) -> anyhow::Result<(Projection, PcaReport)> {
     let d = setup.spec.dimension;
-    let held_out = |id: &str| opts.holdout > 1 && bucket(id).is_multiple_of(opts.holdout);
     let mut sample = Reservoir::new(setup.encoder.spec().hash_buckets, opts.seed);
     let mut bar = Progress::new(opts.progress, total, &format!("{}: sampling", setup.name));
     let mut rows = store.logged_rows(window);
@@ -365,7 +370,7 @@ async fn fit_projection(
             .arms
             .iter()
             .any(|a| a.name.as_str() == row.chosen);
-        if known && row.features.len() == d && !held_out(&row.id) {
+        if known && row.features.len() == d && !opts.held_out(&row.id) {
             sample.offer(&row.features);
         }
     }
@@ -374,17 +379,6 @@ async fn fit_projection(
     tokio::task::spawn_blocking(move || pca::fit(sample, k, d))
         .await
         .context("the PCA fit stopped")?
-}
-
-/// `out = [1 | P x[1..]]`, the snapshot's own mapping (`bandit/projected.rs`).
-fn project(p: &Projection, x: &[f64], out: &mut [f64]) {
-    if let Some((bias, rest)) = out.split_first_mut() {
-        *bias = 1.0;
-        let z = x.get(1..).unwrap_or_default();
-        for (o, row) in rest.iter_mut().zip(p.matrix.chunks_exact(p.cols.max(1))) {
-            *o = row.iter().zip(z).map(|(a, b)| a * b).sum();
-        }
-    }
 }
 
 /// Stores a snapshot version with its report (activating it if asked).
