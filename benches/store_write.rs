@@ -64,7 +64,7 @@ fn request(i: u64) -> RequestRecord {
         propensity: Some(0.7),
         features: Some((0..64).map(|k| ((i + k) % 17) as f64 / 17.0).collect()),
         decision: Some(
-            serde_json::json!({"policy": "linucb-v1", "scores": [0.41, 0.38, 0.12, 0.09]}),
+            serde_json::json!({"policy": "linucb-v1", "scores": [0.41, 0.38, 0.12, 0.09]}).into(),
         ),
         stream: i % 2 == 0,
         prompt_tokens: Some(42),

@@ -12,6 +12,7 @@ use super::cache::{as_chunks, Cached};
 use super::options::RouterOptions;
 use super::outcome::{Draft, Ending};
 use super::pipeline::{ChatReply, Meta};
+use super::receipt::Receipt;
 use super::validate::Checked;
 use super::Gateway;
 use crate::providers::openai::parse_usage;
@@ -43,7 +44,7 @@ pub(super) fn draft(
         policy_version: Some("cache".into()),
         propensity: None,
         features: None,
-        decision: Some(json!({"cache": "hit"})),
+        decision: Some(Receipt::fixed(json!({"cache": "hit"}), String::new())),
         stream: checked.stream,
         chain: Vec::new(),
         messages: None,

@@ -14,6 +14,7 @@ use super::eligible::Exclusion;
 use super::learning::RouteLearner;
 use super::options::RouterOptions;
 use super::prompt::prompt_view;
+use super::receipt::Receipt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -35,13 +36,24 @@ pub struct Decision {
     pub policy_version: String,
     pub features: Option<Features>,
     /// Why: per-arm estimates, the pacing multiplier, what narrowed the set.
-    pub receipt: Value,
-    /// One-line form of the receipt, for `x-switchboard-decision`.
-    pub summary: String,
+    pub receipt: Receipt,
+    /// A one-line form that replaces the receipt's own (an experiment's
+    /// forced model), for `x-switchboard-decision`.
+    pub summary: Option<String>,
     /// The experiment and arm the request is in, if any.
     pub assignment: Assignment,
     /// A shadow experiment wants this request mirrored to a model.
     pub mirror: Option<(Arc<str>, usize)>,
+}
+
+impl Decision {
+    /// The one-line form for `x-switchboard-decision` (built on demand).
+    pub fn summary(&mut self) -> String {
+        match &self.summary {
+            Some(s) => s.clone(),
+            None => self.receipt.summary(),
+        }
+    }
 }
 
 pub struct RouteDecision<'a> {
@@ -89,9 +101,6 @@ impl RouteDecision<'_> {
             tracing::error!(route = self.route, error = %e, "The policy could not decide.");
             ApiError::internal(format!("The route's policy could not decide: {e}"))
         })?;
-        // The receipt shows every arm's probability (a Thompson decision
-        // computed only its own).
-        d.receipt.complete();
         let mut assignment = Assignment::default();
         // A tier that must never be experimented on is never forced onto
         // an onboarding model (retirement still applies: it is not a test).
@@ -137,8 +146,8 @@ impl RouteDecision<'_> {
         Ok(Decision {
             ranking,
             propensity: d.propensity,
-            summary: self.summary(&d),
-            receipt: self.receipt(&d, &version, excluded),
+            receipt: Receipt::policy(d, version.clone(), learner.arm_names.clone(), excluded),
+            summary: None,
             policy_version: version,
             features: Some(x.into()),
             assignment,
@@ -158,6 +167,9 @@ impl RouteDecision<'_> {
         if plan.onboarding.is_empty() && plan.retiring.is_empty() {
             return None;
         }
+        // The adjustment needs every arm's probability (a Thompson
+        // decision computed only its own).
+        d.receipt.complete();
         let arm_of = |model: usize| self.learner.arm_of_model(model);
         let now = chrono::Utc::now();
         let weights: Vec<(usize, f64)> = plan
@@ -230,53 +242,5 @@ impl RouteDecision<'_> {
         self.catalog.models[self.learner.arm_models[arm]]
             .name
             .as_str()
-    }
-
-    fn receipt(&self, d: &BanditDecision, version: &str, excluded: &[Exclusion]) -> Value {
-        let arms: Vec<Value> = d
-            .receipt
-            .arms
-            .iter()
-            .map(|a| {
-                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                if let Value::Object(o) = &mut v {
-                    o.insert("model".into(), json!(self.name_of_arm(a.arm)));
-                }
-                v
-            })
-            .collect();
-        json!({
-            "policy_version": version,
-            "algorithm": d.receipt.algorithm,
-            "chosen": self.name_of_arm(d.arm),
-            "propensity": d.propensity,
-            "greedy": d.greedy,
-            "pacing_lambda": d.receipt.pacing_lambda,
-            "effective_cost_weight": d.receipt.cost_weight,
-            "budget_fallback": d.receipt.budget_fallback,
-            "arms": arms,
-            "excluded": excluded,
-        })
-    }
-
-    fn summary(&self, d: &BanditDecision) -> String {
-        let mut s = format!(
-            "chosen={};p={:.4};greedy={};lambda={:.4}",
-            self.name_of_arm(d.arm),
-            d.propensity,
-            d.greedy,
-            d.receipt.pacing_lambda
-        );
-        for a in &d.receipt.arms {
-            s.push_str(&format!(
-                ";{}:q={:.3},c={:.6},u={:.4},b={:.3}",
-                self.name_of_arm(a.arm),
-                a.quality,
-                a.cost_usd,
-                a.utility,
-                a.bonus
-            ));
-        }
-        s
     }
 }

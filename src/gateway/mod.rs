@@ -28,6 +28,7 @@ pub mod plan;
 mod policy_watch;
 mod prepare;
 mod prompt;
+mod receipt;
 pub mod recent;
 pub mod report;
 mod reshape;

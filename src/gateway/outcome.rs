@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::catalog::ModelEntry;
 use super::options::RouterOptions;
+use super::receipt::Receipt;
 use crate::providers::{tokens, Usage};
 use crate::store::outbox::Outbox;
 use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
@@ -26,12 +27,13 @@ pub struct Draft {
     pub policy_version: Option<String>,
     pub propensity: Option<f64>,
     pub features: Option<Vec<f64>>,
-    pub decision: Option<Value>,
+    pub decision: Option<Receipt>,
     pub stream: bool,
     pub chain: Vec<AttemptRecord>,
     /// Served from the response cache: zero cost, and nothing to learn.
     pub cache_hit: bool,
-    /// Kept only when usage must be counted locally (no upstream usage).
+    /// The prompt, set when usage may have to be counted locally: a
+    /// stream (its usage comes last, if at all) or an answer without usage.
     pub messages: Option<Value>,
     /// The request's span (`telemetry::spans::request`): a stream finishes
     /// outside it, so the draft carries it to record the outcome.
@@ -119,7 +121,7 @@ impl Draft {
             policy_version: self.policy_version,
             propensity: self.propensity,
             features: self.features,
-            decision: self.decision,
+            decision: self.decision.and_then(Receipt::into_json),
             stream: self.stream,
             prompt_tokens: usage.map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
             completion_tokens: usage

@@ -22,6 +22,7 @@ use super::decide::Decision;
 use super::hedge::{self, Hedging};
 use super::options::RouterOptions;
 use super::outcome::{Draft, Ending};
+use super::receipt::Receipt;
 use super::recent::DecisionMemo;
 use super::route::decide_for_route;
 use super::stream::{client_stream, StreamParts};
@@ -138,7 +139,7 @@ async fn run(
         ),
         Target::Model(_) => (None, false),
     };
-    let (decision, route_index, eligible_names) = match target {
+    let (mut decision, route_index, eligible_names) = match target {
         Target::Model(m) => {
             super::route::check_direct(gw, m.index)?;
             (
@@ -147,8 +148,11 @@ async fn run(
                     propensity: 1.0,
                     policy_version: "direct".into(),
                     features: None,
-                    receipt: serde_json::json!({"policy": "direct"}),
-                    summary: format!("chosen={};p=1;direct", m.name.as_str()),
+                    receipt: Receipt::fixed(
+                        serde_json::json!({"policy": "direct"}),
+                        format!("chosen={};p=1;direct", m.name.as_str()),
+                    ),
+                    summary: None,
                     assignment: Default::default(),
                     mirror: None,
                 },
@@ -166,7 +170,7 @@ async fn run(
     };
     meta.policy_version = Some(decision.policy_version.clone());
     if wants_explanation(headers) {
-        meta.decision_summary = Some(decision.summary.clone());
+        meta.decision_summary = Some(decision.summary());
     }
     spans::record_request(
         &tracing::Span::current(),
@@ -214,10 +218,10 @@ async fn run(
         policy_version: Some(decision.policy_version.clone()),
         propensity: Some(decision.propensity),
         features: decision.features.as_ref().map(|f| f.to_vec()),
-        decision: Some(decision.receipt.clone()),
+        decision: Some(decision.receipt),
         stream: checked.stream,
         chain: Vec::new(),
-        messages: body.get("messages").cloned(),
+        messages: None,
         span: tracing::Span::current(),
         key,
         cache_hit: false,
@@ -246,12 +250,12 @@ async fn run(
     match answer {
         Ok(Answer::Complete {
             model,
-            mut body,
+            body: mut answer,
             usage,
         }) => {
             let entry = &gw.catalog.models[model];
             meta.model = Some(entry.name.as_str().to_owned());
-            if let Value::Object(o) = &mut body {
+            if let Value::Object(o) = &mut answer {
                 o.insert("id".into(), Value::String(meta.request_id.clone()));
                 o.insert(
                     "model".into(),
@@ -261,12 +265,18 @@ async fn run(
             if let Some((key, ttl_s)) = cache_key {
                 gw.cache.put(
                     key,
-                    body.clone(),
+                    answer.clone(),
                     model,
                     std::time::Duration::from_secs(ttl_s),
                 );
             }
-            let text = completion_text(&body);
+            // Counted locally only when the upstream sent no usage.
+            let text = if usage.is_none() {
+                draft.messages = body.get("messages").cloned();
+                completion_text(&answer)
+            } else {
+                String::new()
+            };
             let settled = draft.finish(
                 Ending {
                     model: Some(entry),
@@ -285,7 +295,7 @@ async fn run(
                 settled.cost_usd,
                 settled.latency_s,
             );
-            Ok(ChatReply::Complete(body))
+            Ok(ChatReply::Complete(answer))
         }
         Ok(Answer::Stream {
             model,
@@ -294,6 +304,8 @@ async fn run(
             ttft,
         }) => {
             meta.model = Some(gw.catalog.models[model].name.as_str().to_owned());
+            // The usage arrives (or not) at the stream's end: keep the prompt.
+            draft.messages = body.get("messages").cloned();
             let continuation = continue_streams
                 .then(|| {
                     let route = meta.route.clone().unwrap_or_default();

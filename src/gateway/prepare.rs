@@ -30,7 +30,8 @@ pub struct RouteLearner {
     pub tier_exploration_caps: std::collections::BTreeMap<String, f64>,
     /// Snapshot arm position -> catalog model index.
     pub arm_models: Vec<usize>,
-    pub(super) arm_names: Vec<ModelName>,
+    /// By arm position; shared with every decision's receipt.
+    pub(super) arm_names: std::sync::Arc<[ModelName]>,
     /// The route's slot in the writer: stable across config reloads (a
     /// catalog index is not), so updates from requests begun under an older
     /// config still reach the right route.
@@ -80,7 +81,7 @@ pub(super) struct LearnerParts {
     objective: Objective,
     exploration_cap: Option<f64>,
     tier_exploration_caps: std::collections::BTreeMap<String, f64>,
-    arm_names: Vec<ModelName>,
+    arm_names: std::sync::Arc<[ModelName]>,
 }
 
 impl LearnerParts {

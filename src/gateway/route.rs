@@ -12,6 +12,7 @@ use super::decide::{Decision, RouteDecision};
 use super::eligible::{apply_latency_slo, eligible, Exclusion};
 use super::options::{Needs, RouterOptions};
 use super::plan::{Plan, Target};
+use super::receipt::{experiment_marker, Receipt};
 use super::rules::first_match;
 use super::Gateway;
 use crate::bandit::{Objective, PolicySnapshot};
@@ -73,22 +74,19 @@ pub fn decide_for_route(
             d.propensity = if user.is_some() {
                 1.0
             } else {
-                (a.share + (1.0 - a.share) * policy_probability(&d.receipt, model_name))
+                (a.share + (1.0 - a.share) * d.receipt.policy_probability(model_name))
                     .clamp(f64::MIN_POSITIVE, 1.0)
             };
             d.ranking.retain(|&x| x != *m);
             d.ranking.insert(0, *m);
             d.policy_version = format!("experiment.{}", a.name);
-            d.summary = format!(
+            d.summary = Some(format!(
                 "chosen={};experiment={}",
                 gw.catalog.models[*m].name.as_str(),
                 a.name
-            );
-            if let Value::Object(o) = &mut d.receipt {
-                o.insert(
-                    "experiment".into(),
-                    json!({"name": &*a.name, "arm": "candidate"}),
-                );
+            ));
+            if let Some(p) = d.receipt.as_policy_mut() {
+                p.experiment = Some(experiment_marker(&a.name, "candidate"));
             }
             let name = gw.catalog.models[*m].name.as_str().to_owned();
             if !routed.eligible.contains(&name) {
@@ -134,21 +132,6 @@ fn kept_out(
     let needs = Needs::of(body);
     let cx = options.rule_context(&needs);
     first_match(&gw.rules, route.name.as_str(), &cx).is_some_and(|(_, r)| r.pin.is_some())
-}
-
-/// The route policy's probability of `model` in a decision receipt (0 if
-/// it is not one of the route's eligible arms).
-fn policy_probability(receipt: &Value, model: &str) -> f64 {
-    receipt
-        .get("arms")
-        .and_then(Value::as_array)
-        .and_then(|arms| {
-            arms.iter()
-                .find(|a| a.get("model").and_then(Value::as_str) == Some(model))
-        })
-        .and_then(|a| a.get("probability"))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
 }
 
 /// Why model `m` cannot serve this request (disabled, circuit open,
@@ -239,8 +222,11 @@ fn decide_on(
                 propensity: 1.0,
                 policy_version: format!("rule.{i}"),
                 features: None,
-                receipt: json!({"rule": i, "pin": pin.as_str()}),
-                summary: format!("chosen={};p=1;rule={i}", pin.as_str()),
+                receipt: Receipt::fixed(
+                    json!({"rule": i, "pin": pin.as_str()}),
+                    format!("chosen={};p=1;rule={i}", pin.as_str()),
+                ),
+                summary: None,
                 assignment: Assignment::default(),
                 mirror: None,
             },
@@ -298,8 +284,8 @@ fn decide_on(
     };
     let mut decision = spans::decision(name)
         .in_scope(|| decider.decide(body, &el.models, &el.excluded, &options))?;
-    if let (Some((i, _)), Value::Object(receipt)) = (rule, &mut decision.receipt) {
-        receipt.insert("rule".into(), json!(i));
+    if let (Some((i, _)), Some(p)) = (rule, decision.receipt.as_policy_mut()) {
+        p.rule = Some(i);
     }
     let mirror = route_plan.and_then(|p| p.shadow.as_ref());
     if let Some(m) = mirror.filter(|m| in_scope(&m.key_flag, &options)) {

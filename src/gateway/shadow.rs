@@ -106,7 +106,7 @@ async fn call(
         policy_version: Some("shadow".into()),
         propensity: None,
         features: None,
-        decision: Some(json!({"shadow_of": original, "experiment": experiment})),
+        decision: Some(json!({"shadow_of": original, "experiment": experiment}).into()),
         stream: false,
         prompt_tokens: usage.map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
         completion_tokens: usage.map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::records::{Event, FeedbackRecord, RequestRecord};
+use super::records::{AttemptRecord, Event, FeedbackRecord, JsonText, RequestRecord};
 
 /// Most rows per statement: keeps bind parameters under SQLite's limit
 /// (256 rows x 29 columns = 7,424 binds of at most 32,766).
@@ -62,7 +62,13 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<serde_json::Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<Json<serde_json::Value>>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<Vec<String>>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<Vec<AttemptRecord>>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Json<Vec<f64>>>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Json<JsonText>>: Encode<'q, DB> + Type<DB>,
 {
+    // Typed values go to `Json` as they are: no `serde_json::Value` per
+    // element in between (a feature vector was 64 of them per row).
     let mut qb = QueryBuilder::<DB>::new(
         "INSERT INTO requests (id, created_at, api_key_id, tenant, route, tier, user_id, \
          requested_model, model, provider, eligible_models, policy_version, propensity, \
@@ -82,10 +88,10 @@ where
             .push_bind(r.requested_model.clone())
             .push_bind(r.model.clone())
             .push_bind(r.provider.clone())
-            .push_bind(Json(serde_json::json!(r.eligible_models)))
+            .push_bind(Json(r.eligible_models.clone()))
             .push_bind(r.policy_version.clone())
             .push_bind(r.propensity)
-            .push_bind(r.features.as_ref().map(|f| Json(serde_json::json!(f))))
+            .push_bind(r.features.clone().map(Json))
             .push_bind(r.decision.clone().map(Json))
             .push_bind(r.stream)
             .push_bind(r.prompt_tokens)
@@ -97,7 +103,7 @@ where
             .push_bind(r.status().to_owned())
             .push_bind(r.status_code)
             .push_bind(r.error_kind.clone())
-            .push_bind(Json(serde_json::json!(r.fallback_chain)))
+            .push_bind(Json(r.fallback_chain.clone()))
             .push_bind(r.attempts)
             .push_bind(r.cache_hit)
             .push_bind(r.tags.clone().map(Json))

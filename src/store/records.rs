@@ -35,6 +35,53 @@ impl AttemptRecord {
     }
 }
 
+/// A JSON document kept as its text: rendered once where it is made,
+/// written to the store as is (no `serde_json::Value` in between), and
+/// spilled to a file as the same JSON it stands for.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl<'de> Deserialize<'de> for JsonText {
+    /// Through a `Value`: a spilled event is read via serde's buffered
+    /// content (it sits in a tagged enum), which a `RawValue` cannot be
+    /// read from.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::from)
+    }
+}
+
+impl JsonText {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The document as a value (for readers; the write path keeps text).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(v: serde_json::Value) -> Self {
+        // A `Value` always serialises (its map keys are strings).
+        Self(
+            serde_json::value::to_raw_value(&v)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+}
+
 /// Everything the router knows about one request once it has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
@@ -54,7 +101,7 @@ pub struct RequestRecord {
     pub propensity: Option<f64>,
     pub features: Option<Vec<f64>>,
     /// The decision receipt: why this model.
-    pub decision: Option<serde_json::Value>,
+    pub decision: Option<JsonText>,
     pub stream: bool,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
@@ -121,4 +168,31 @@ pub struct FeedbackRecord {
 pub enum Event {
     Request(Box<RequestRecord>),
     Feedback(FeedbackRecord),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "event")]
+    enum Tagged {
+        Row { decision: JsonText },
+    }
+
+    #[test]
+    fn json_text_spills_as_the_json_it_holds_and_reads_back_inside_a_tagged_enum() {
+        let decision = JsonText::of(&json!({"chosen": "m", "arms": [{"p": 0.5}]})).unwrap();
+        let line = serde_json::to_string(&Tagged::Row {
+            decision: decision.clone(),
+        })
+        .unwrap();
+        assert!(
+            line.contains(r#""decision":{"arms":[{"p":0.5}],"chosen":"m"}"#),
+            "{line}"
+        );
+        let back: Tagged = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Tagged::Row { decision });
+    }
 }
