@@ -81,6 +81,20 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // What the gateway pays when it shows every arm's probability in the
+    // receipt: a Thompson decision integrates only the chosen arm's.
+    let w = writer(64, 8, Algorithm::Thompson);
+    let handle = w.handle();
+    c.bench_function("decide+receipt/Thompson/d64/K8", |b| {
+        b.iter(|| {
+            enc.encode(&PromptView::single_user(&text), &mut buf);
+            let snap = handle.load();
+            let req = DecisionRequest::new(&buf, &eligible, Objective::default());
+            let mut d = snap.decide(&req, &mut rng).unwrap();
+            d.receipt.complete();
+            black_box(d)
+        })
+    });
     let mut group = c.benchmark_group("update");
     for (d, k) in [(16, 4), (64, 4), (64, 8), (128, 8)] {
         let mut w = writer(d, k, Algorithm::Linucb);

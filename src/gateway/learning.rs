@@ -27,6 +27,11 @@ use crate::telemetry::names;
 
 /// How often the writer saves changed state to the store.
 const PERSIST_EVERY: Duration = Duration::from_secs(10);
+/// Updates reach readers at most this late. Publishing after every update
+/// cost a deep copy of each touched model (`Arc::make_mut` on a matrix the
+/// last snapshot still shares) and a rebuild of its f32 mirror on the next
+/// decision: at one request in flight, two of each per request.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 const UPDATE_QUEUE: usize = 65_536;
 
 /// `route` is the route's writer slot (`RouteLearner::slot`).
@@ -76,6 +81,9 @@ pub struct LearningWriter {
     rx: mpsc::Receiver<Update>,
     pub(super) store: Store,
     pub(super) dirty: Vec<bool>,
+    /// Routes with updates applied but not yet published.
+    unpublished: Vec<bool>,
+    last_publish: tokio::time::Instant,
     pub(super) specs: Vec<RouteSpec>,
     pub(super) live: Vec<bool>,
     tx: mpsc::Sender<Update>,
@@ -144,6 +152,8 @@ impl Learning {
         };
         let writer = LearningWriter {
             dirty: vec![false; writers.len()],
+            unpublished: vec![false; writers.len()],
+            last_publish: tokio::time::Instant::now(),
             live: vec![true; writers.len()],
             watcher: None,
             routes: names,
@@ -199,7 +209,12 @@ impl LearningWriter {
                     if self.apply(&mut buf) {
                         self.respawn_watcher(&shutdown);
                     }
+                    if self.last_publish.elapsed() >= PUBLISH_EVERY {
+                        self.publish_pending();
+                    }
                 }
+                _ = tokio::time::sleep_until(self.last_publish + PUBLISH_EVERY),
+                    if self.unpublished.contains(&true) => self.publish_pending(),
                 _ = flush.tick(), if self.tracker.is_some() => self.cut(false),
                 _ = persist.tick(), if self.tracker.is_none() => self.persist().await,
                 _ = shutdown.changed() => {
@@ -207,6 +222,7 @@ impl LearningWriter {
                     while self.rx.recv_many(&mut buf, 256).await > 0 {
                         self.apply(&mut buf);
                     }
+                    self.publish_pending();
                     break;
                 }
             }
@@ -260,10 +276,11 @@ impl LearningWriter {
         )));
     }
 
-    /// Applies a batch, then publishes each touched route once. Returns
-    /// whether the route set changed (a reload).
+    /// Applies a batch; the touched routes are published by the run loop
+    /// (`PUBLISH_EVERY`). Returns whether the route set changed (a reload).
     fn apply(&mut self, buf: &mut Vec<Update>) -> bool {
-        let mut touched = vec![false; self.writers.len()];
+        let mut touched = std::mem::take(&mut self.unpublished);
+        touched.resize(self.writers.len(), false);
         let mut reshaped = false;
         for update in buf.drain(..) {
             let update = match update {
@@ -331,8 +348,15 @@ impl LearningWriter {
                 None => {}
             }
         }
-        self.publish_touched(&mut touched);
+        self.unpublished = touched;
         reshaped
+    }
+
+    fn publish_pending(&mut self) {
+        let mut pending = std::mem::take(&mut self.unpublished);
+        self.publish_touched(&mut pending);
+        self.unpublished = pending;
+        self.last_publish = tokio::time::Instant::now();
     }
 
     /// Swaps an activated version into a live route. The watcher prepared
