@@ -1,4 +1,5 @@
-# Builds the switchboard binary (rustls, bundled SQLite: no system libraries).
+# Builds the switchboard binary (rustls, bundled SQLite, jemalloc built from
+# source by its crate: no system libraries).
 FROM rust:1.85-bookworm AS build
 WORKDIR /src
 COPY . .
