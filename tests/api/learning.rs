@@ -41,8 +41,9 @@ async fn round(app: &TestApp, i: usize) -> String {
         .await
         .unwrap();
     assert_eq!(f.status(), 202);
-    // Let the single writer apply it before the next decision.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Let the single writer apply and publish it (at most every 5 ms)
+    // before the next decision.
+    tokio::time::sleep(std::time::Duration::from_millis(12)).await;
     model
 }
 
@@ -168,6 +169,71 @@ async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
         "version went from {version} to {resumed} across a restart"
     );
     again.shutdown().await;
+}
+
+/// A Thompson decision integrates only its own arm's probability; the
+/// stored receipt gets every arm's when the row is written.
+#[tokio::test]
+async fn a_thompson_receipt_is_stored_with_every_arms_probability() {
+    let (a, b) = (
+        MockUpstream::start("alpha").await,
+        MockUpstream::start("beta").await,
+    );
+    let cfg = config(&a.base_url(), &b.base_url())
+        .replace("policy = \"linucb\"", "policy = \"thompson\"");
+    let app = spawn(&cfg, Db::Postgres).await;
+    for i in 0..6 {
+        round(&app, i).await;
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.url))
+        .header("x-switchboard-explain", "true")
+        .json(&json!({"model": "learned", "messages": [{"role": "user", "content": PROMPTS[1]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let chosen = r.headers()["x-switchboard-model"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let summary = r.headers()["x-switchboard-decision"].to_str().unwrap();
+    assert!(
+        summary.starts_with(&format!("chosen={chosen};p=")),
+        "{summary}"
+    );
+    let row = app.request_row(&id).await;
+    let stored: Value = app
+        .http
+        .get(format!("{}/admin/decisions/{id}", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receipt = &stored["receipt"];
+    assert_eq!(receipt["algorithm"], "thompson", "{receipt}");
+    assert_eq!(receipt["chosen"], chosen.as_str());
+    let arms = receipt["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2);
+    let p = |model: &str| {
+        arms.iter()
+            .find(|a| a["model"] == model)
+            .and_then(|a| a["probability"].as_f64())
+            .unwrap()
+    };
+    // Each arm keeps at least the exploration floor's share; together one.
+    assert!(p("small") > 0.0 && p("large") > 0.0, "{receipt}");
+    assert!((p("small") + p("large") - 1.0).abs() < 1e-6, "{receipt}");
+    assert!((p(&chosen) - row.propensity.unwrap()).abs() < 1e-12);
+    app.shutdown().await;
 }
 
 #[tokio::test]
