@@ -163,7 +163,31 @@ impl Receipt {
             return;
         };
         let mut explore = vec![0.0; p.arms.len()];
-        normal::max_probabilities(&p.arms, &mut explore);
+        let drawn = p.chosen.and_then(|c| p.rows.iter().position(|&r| r == c));
+        match drawn {
+            // The drawn row keeps the probability it was logged with (its
+            // own integral, unnormalised); the others share the rest in
+            // proportion, so the listed probabilities sum to one although
+            // each integral carries its quadrature error.
+            Some(j) => {
+                normal::win_probabilities(&p.arms, &mut explore);
+                let logged = explore[j].clamp(0.0, 1.0);
+                let rest: f64 = explore
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != j)
+                    .map(|(_, e)| e)
+                    .sum();
+                let scale = if rest > 0.0 {
+                    (1.0 - logged) / rest
+                } else {
+                    0.0
+                };
+                explore.iter_mut().for_each(|e| *e *= scale);
+                explore[j] = logged;
+            }
+            None => normal::max_probabilities(&p.arms, &mut explore),
+        }
         for (&row, e) in p.rows.iter().zip(explore) {
             if p.chosen != Some(row) {
                 if let Some(r) = self.arms.get_mut(row) {

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn, spawn_on, two_providers, Db, TestApp, ADMIN_TOKEN};
+use crate::helpers::{spawn, spawn_on, two_providers, Db, TestApp};
 use crate::mock::MockUpstream;
 
 fn config(a: &str, b: &str) -> String {
@@ -24,14 +24,8 @@ async fn round(app: &TestApp, i: usize) -> String {
         .chat(json!({"model": "learned", "messages": [{"role": "user", "content": PROMPTS[i % PROMPTS.len()]}]}))
         .await;
     assert_eq!(r.status(), 200);
-    let model = r.headers()["x-switchboard-model"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let id = r.headers()["x-switchboard-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let model = header(&r, "x-switchboard-model");
+    let id = header(&r, "x-switchboard-request-id");
     let score = if model == "large" { 0.9 } else { 0.1 };
     let f = app
         .http
@@ -45,6 +39,37 @@ async fn round(app: &TestApp, i: usize) -> String {
     // before the next decision.
     tokio::time::sleep(std::time::Duration::from_millis(12)).await;
     model
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()[name].to_str().unwrap().to_owned()
+}
+
+/// A chat request to `learned` that asks for the decision's summary header.
+async fn explained(app: &TestApp, content: &str) -> reqwest::Response {
+    let r = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.url))
+        .header("x-switchboard-explain", "true")
+        .json(&json!({"model": "learned", "messages": [{"role": "user", "content": content}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
+/// `GET /admin/decisions/{id}` with the admin token.
+async fn stored_decision(app: &TestApp, id: &str) -> Value {
+    app.admin(
+        reqwest::Method::GET,
+        &format!("/admin/decisions/{id}"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -77,26 +102,10 @@ async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
     for i in 0..10 {
         round(&app, i).await;
     }
-    let r = app
-        .http
-        .post(format!("{}/v1/chat/completions", app.url))
-        .header("x-switchboard-explain", "true")
-        .json(&json!({"model": "learned", "messages": [{"role": "user", "content": "hello"}]}))
-        .send()
-        .await
-        .unwrap();
-    let id = r.headers()["x-switchboard-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let version = r.headers()["x-switchboard-policy-version"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let summary = r.headers()["x-switchboard-decision"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let r = explained(&app, "hello").await;
+    let id = header(&r, "x-switchboard-request-id");
+    let version = header(&r, "x-switchboard-policy-version");
+    let summary = header(&r, "x-switchboard-decision");
     assert!(summary.starts_with("chosen="), "{summary}");
     assert!(
         summary.contains("small:q=") && summary.contains("large:q="),
@@ -120,16 +129,7 @@ async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(unauth.status(), 401);
-    let receipt: Value = app
-        .http
-        .get(format!("{}/admin/decisions/{id}", app.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let receipt = stored_decision(&app, &id).await;
     assert_eq!(receipt["policy_version"], version.as_str());
     let arms = receipt["receipt"]["arms"].as_array().unwrap();
     assert_eq!(arms.len(), 2);
@@ -159,10 +159,7 @@ async fn every_decision_has_a_receipt_and_the_policy_survives_a_restart() {
     let r = again
         .chat(json!({"model": "learned", "messages": [{"role": "user", "content": "hello"}]}))
         .await;
-    let resumed = r.headers()["x-switchboard-policy-version"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let resumed = header(&r, "x-switchboard-policy-version");
     let m: u64 = resumed.strip_prefix("online.").unwrap().parse().unwrap();
     assert!(
         m >= n,
@@ -185,39 +182,16 @@ async fn a_thompson_receipt_is_stored_with_every_arms_probability() {
     for i in 0..6 {
         round(&app, i).await;
     }
-    let r = app
-        .http
-        .post(format!("{}/v1/chat/completions", app.url))
-        .header("x-switchboard-explain", "true")
-        .json(&json!({"model": "learned", "messages": [{"role": "user", "content": PROMPTS[1]}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.headers()["x-switchboard-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let chosen = r.headers()["x-switchboard-model"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let summary = r.headers()["x-switchboard-decision"].to_str().unwrap();
+    let r = explained(&app, PROMPTS[1]).await;
+    let id = header(&r, "x-switchboard-request-id");
+    let chosen = header(&r, "x-switchboard-model");
+    let summary = header(&r, "x-switchboard-decision");
     assert!(
         summary.starts_with(&format!("chosen={chosen};p=")),
         "{summary}"
     );
     let row = app.request_row(&id).await;
-    let stored: Value = app
-        .http
-        .get(format!("{}/admin/decisions/{id}", app.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = stored_decision(&app, &id).await;
     let receipt = &stored["receipt"];
     assert_eq!(receipt["algorithm"], "thompson", "{receipt}");
     assert_eq!(receipt["chosen"], chosen.as_str());
