@@ -48,7 +48,7 @@ pub struct Decision {
 
 impl Decision {
     /// The one-line form for `x-switchboard-decision` (built on demand).
-    pub fn summary(&mut self) -> String {
+    pub fn summary(&self) -> String {
         match &self.summary {
             Some(s) => s.clone(),
             None => self.receipt.summary(),

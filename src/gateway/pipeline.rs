@@ -139,7 +139,7 @@ async fn run(
         ),
         Target::Model(_) => (None, false),
     };
-    let (mut decision, route_index, eligible_names) = match target {
+    let (decision, route_index, eligible_names) = match target {
         Target::Model(m) => {
             super::route::check_direct(gw, m.index)?;
             (

@@ -5,9 +5,9 @@
 //! (Building a `serde_json::Value` per arm and the summary string on every
 //! request cost ~7 % of the router's CPU on a bandit route.)
 //!
-//! The stored JSON is the same as before: the policy's version, algorithm,
-//! choice, propensity, pacing, every arm's estimates with its model name,
-//! the exclusions, plus `rule` / `experiment` when those applied.
+//! The stored JSON has the same keys and values as before: the version,
+//! algorithm, choice, propensity, pacing, every arm's estimates with its
+//! model name, the exclusions, plus `rule` / `experiment` when those applied.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -106,13 +106,13 @@ impl Receipt {
         }
     }
 
-    /// The one-line form for `x-switchboard-decision`.
-    pub fn summary(&mut self) -> String {
+    /// The one-line form for `x-switchboard-decision` (estimates only: it
+    /// needs no completed probabilities).
+    pub fn summary(&self) -> String {
         let p = match self {
             Self::Fixed { summary, .. } => return summary.clone(),
             Self::Policy(p) => p,
         };
-        p.bandit.complete();
         let mut s = format!(
             "chosen={};p={:.4};greedy={};lambda={:.4}",
             p.name(p.chosen),
