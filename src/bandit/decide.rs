@@ -136,8 +136,9 @@ struct Pending {
     /// Positions in `arms` that can win (`normal::contenders`).
     contenders: Vec<usize>,
     mixture: Mixture,
-    /// The row drawn, whose probability is already set (kept as logged).
-    chosen: Option<usize>,
+    /// The row drawn and its `P_win` as integrated for the logged
+    /// propensity (`complete` reuses it rather than integrating again).
+    chosen: Option<(usize, f64)>,
 }
 
 impl Pending {
@@ -163,21 +164,19 @@ impl Receipt {
             return;
         };
         let mut explore = vec![0.0; p.arms.len()];
-        let drawn = p.chosen.and_then(|c| p.rows.iter().position(|&r| r == c));
+        let drawn = p
+            .chosen
+            .and_then(|(c, win)| Some((p.rows.iter().position(|&r| r == c)?, win)));
         match drawn {
             // The drawn row keeps the probability it was logged with (its
             // own integral, unnormalised); the others share the rest in
             // proportion, so the listed probabilities sum to one although
             // each integral carries its quadrature error.
-            Some(j) => {
-                normal::win_probabilities(&p.arms, &mut explore);
-                let logged = explore[j].clamp(0.0, 1.0);
-                let rest: f64 = explore
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, _)| i != j)
-                    .map(|(_, e)| e)
-                    .sum();
+            Some((j, logged)) => {
+                for &a in p.contenders.iter().filter(|&&a| a != j) {
+                    explore[a] = normal::win_probability(&p.arms, &p.contenders, a);
+                }
+                let rest: f64 = explore.iter().sum();
                 let scale = if rest > 0.0 {
                     (1.0 - logged) / rest
                 } else {
@@ -188,8 +187,9 @@ impl Receipt {
             }
             None => normal::max_probabilities(&p.arms, &mut explore),
         }
+        let chosen = p.chosen.map(|(row, _)| row);
         for (&row, e) in p.rows.iter().zip(explore) {
-            if p.chosen != Some(row) {
+            if chosen != Some(row) {
                 if let Some(r) = self.arms.get_mut(row) {
                     r.probability = p.mixture.at(row, e);
                 }
@@ -237,7 +237,7 @@ struct Plan {
 }
 
 /// Draws a Thompson decision's row from its mixture and returns it with its
-/// probability: the floor by `u`, then the exploration share `kappa` by an
+/// `P_win` (its probability is `mixture.at(row, win)`): the floor by `u`, then the exploration share `kappa` by an
 /// actual posterior draw per contender, else the greedy row.
 fn draw_thompson<R: Rng + ?Sized>(p: &Pending, rng: &mut R) -> (usize, f64) {
     let m = &p.mixture;
@@ -270,7 +270,7 @@ fn draw_thompson<R: Rng + ?Sized>(p: &Pending, rng: &mut R) -> (usize, f64) {
             m.greedy
         }
     });
-    (row, m.at(row, p.win(row)))
+    (row, p.win(row))
 }
 
 impl PolicySnapshot {
@@ -282,8 +282,9 @@ impl PolicySnapshot {
     ) -> Result<Decision, DecideError> {
         let mut plan = self.plan(req)?;
         if let Some(mut p) = plan.receipt.pending.take() {
-            let (row, propensity) = draw_thompson(&p, rng);
-            p.chosen = Some(row);
+            let (row, win) = draw_thompson(&p, rng);
+            let propensity = p.mixture.at(row, win);
+            p.chosen = Some((row, win));
             if let Some(r) = plan.receipt.arms.get_mut(row) {
                 r.probability = propensity;
             }

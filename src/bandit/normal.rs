@@ -346,25 +346,18 @@ impl Rival {
 
 /// Writes `P(arm a's draw is the maximum)` into `out`; sums to 1.
 pub fn max_probabilities(arms: &[Capped], out: &mut [f64]) {
-    let idx = win_probabilities(arms, out);
-    let total: f64 = out.iter().sum();
-    if total > 0.0 {
-        out.iter_mut().for_each(|p| *p /= total);
-    } else if let Some(first) = idx.first() {
-        out[*first] = 1.0;
-    }
-}
-
-/// Every arm's `win_probability` as integrated (0 for an arm that cannot
-/// win), unnormalised; returns the contenders.
-pub fn win_probabilities(arms: &[Capped], out: &mut [f64]) -> Vec<usize> {
     out.iter_mut().for_each(|p| *p = 0.0);
     let mut idx = Vec::with_capacity(arms.len());
     contenders(arms, &mut idx);
     for &a in &idx {
         out[a] = win_probability(arms, &idx, a);
     }
-    idx
+    let total: f64 = out.iter().sum();
+    if total > 0.0 {
+        out.iter_mut().for_each(|p| *p /= total);
+    } else if let Some(first) = idx.first() {
+        out[*first] = 1.0;
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::eligible::Exclusion;
 use crate::bandit::{ArmReceipt, Decision as BanditDecision, Receipt as BanditReceipt};
@@ -183,9 +183,4 @@ struct NamedArm<'a> {
     #[serde(flatten)]
     arm: &'a ArmReceipt,
     model: &'a str,
-}
-
-/// The experiment marker a candidate arm's receipt carries.
-pub fn experiment_marker(name: &str, arm: &str) -> Value {
-    json!({"name": name, "arm": arm})
 }

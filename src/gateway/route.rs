@@ -12,7 +12,7 @@ use super::decide::{Decision, RouteDecision};
 use super::eligible::{apply_latency_slo, eligible, Exclusion};
 use super::options::{Needs, RouterOptions};
 use super::plan::{Plan, Target};
-use super::receipt::{experiment_marker, Receipt};
+use super::receipt::Receipt;
 use super::rules::first_match;
 use super::Gateway;
 use crate::bandit::{Objective, PolicySnapshot};
@@ -86,7 +86,7 @@ pub fn decide_for_route(
                 a.name
             ));
             if let Some(p) = d.receipt.as_policy_mut() {
-                p.experiment = Some(experiment_marker(&a.name, "candidate"));
+                p.experiment = Some(json!({"name": &*a.name, "arm": "candidate"}));
             }
             let name = gw.catalog.models[*m].name.as_str().to_owned();
             if !routed.eligible.contains(&name) {

@@ -59,11 +59,6 @@ impl JsonText {
     pub fn get(&self) -> &str {
         self.0.get()
     }
-
-    /// The document as a value (for readers; the write path keeps text).
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 impl PartialEq for JsonText {
