@@ -22,7 +22,9 @@ pub async fn chat_completions(
     let caller = caller.map(|Extension(c)| c);
     let routed = gateway::chat_as(state.gateway(), body, &headers, caller).await;
     let mut response = match routed.reply {
-        Ok(ChatReply::Complete(body)) => Json(body).into_response(),
+        Ok(ChatReply::Complete(body)) => {
+            ([("content-type", "application/json")], body.bytes()).into_response()
+        }
         Ok(ChatReply::Stream(stream)) => {
             let mut r = Response::new(Body::from_stream(stream));
             let h = r.headers_mut();

@@ -14,14 +14,16 @@ use tracing::Instrument;
 use super::breaker::Breakers;
 use super::catalog::Catalog;
 use crate::config::ResilienceConfig;
-use crate::providers::{ChunkStream, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage};
+use crate::providers::{
+    ChunkStream, Completion, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage,
+};
 use crate::store::AttemptRecord;
 use crate::telemetry::{names, spans};
 
 pub enum Answer {
     Complete {
         model: usize,
-        body: Value,
+        body: Completion,
         usage: Option<Usage>,
     },
     Stream {

@@ -14,13 +14,15 @@ use moka::sync::Cache;
 use moka::Expiry;
 use serde_json::{json, Map, Value};
 
+use crate::providers::Completion;
+
 /// Keyed by two independent 64-bit hashes of the canonical request.
 type Key = (u64, u64);
 
 #[derive(Debug)]
 pub struct Cached {
     /// The answer as first returned (its `id` is replaced on each hit).
-    pub body: Value,
+    pub body: Completion,
     /// Catalog index of the model that answered.
     pub model: usize,
     ttl: Duration,
@@ -53,7 +55,7 @@ impl ResponseCache {
         self.entries.get(&key)
     }
 
-    pub fn put(&self, key: Key, body: Value, model: usize, ttl: Duration) {
+    pub fn put(&self, key: Key, body: Completion, model: usize, ttl: Duration) {
         self.entries
             .insert(key, Arc::new(Cached { body, model, ttl }));
     }

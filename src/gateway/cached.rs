@@ -15,7 +15,6 @@ use super::pipeline::{ChatReply, Meta};
 use super::receipt::Receipt;
 use super::validate::Checked;
 use super::Gateway;
-use crate::providers::openai::parse_usage;
 use crate::providers::sse::encode_data;
 
 #[expect(
@@ -65,14 +64,11 @@ pub(super) fn serve(
     let entry = &gw.catalog.models[hit.model];
     meta.model = Some(entry.name.as_str().to_owned());
     meta.policy_version = Some("cache".into());
-    let mut body = hit.body.clone();
-    if let Value::Object(o) = &mut body {
-        o.insert("id".into(), Value::String(meta.request_id.clone()));
-    }
+    let body = hit.body.with_identity(&meta.request_id, None);
     draft.finish(
         Ending {
             model: Some(entry),
-            usage: parse_usage(body.get("usage")),
+            usage: body.usage(),
             completion_text: "",
             ttft_ms: Some(0.0),
             status_code: 200,
@@ -84,7 +80,7 @@ pub(super) fn serve(
         return ChatReply::Complete(body);
     }
     let mut frames = Vec::new();
-    for mut chunk in as_chunks(&body) {
+    for mut chunk in as_chunks(&body.to_value()) {
         if let Value::Object(o) = &mut chunk {
             o.insert("id".into(), Value::String(meta.request_id.clone()));
             o.insert(

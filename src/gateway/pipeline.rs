@@ -30,7 +30,7 @@ use super::validate::check;
 use super::Gateway;
 use crate::domain::RequestId;
 use crate::error::ApiError;
-use crate::providers::UpstreamError;
+use crate::providers::{Completion, UpstreamError};
 use crate::telemetry::spans;
 
 /// What was decided, for the response headers (also on errors).
@@ -46,7 +46,7 @@ pub struct Meta {
 }
 
 pub enum ChatReply {
-    Complete(Value),
+    Complete(Completion),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>),
 }
 
@@ -250,18 +250,12 @@ async fn run(
     match answer {
         Ok(Answer::Complete {
             model,
-            body: mut answer,
+            body: answer,
             usage,
         }) => {
             let entry = &gw.catalog.models[model];
             meta.model = Some(entry.name.as_str().to_owned());
-            if let Value::Object(o) = &mut answer {
-                o.insert("id".into(), Value::String(meta.request_id.clone()));
-                o.insert(
-                    "model".into(),
-                    Value::String(entry.name.as_str().to_owned()),
-                );
-            }
+            let answer = answer.with_identity(&meta.request_id, Some(entry.name.as_str()));
             if let Some((key, ttl_s)) = cache_key {
                 gw.cache.put(
                     key,
@@ -273,7 +267,7 @@ async fn run(
             // Counted locally only when the upstream sent no usage.
             let text = if usage.is_none() {
                 draft.messages = body.get("messages").cloned();
-                completion_text(&answer)
+                answer.text()
             } else {
                 String::new()
             };
@@ -436,16 +430,4 @@ fn client_fault(e: &UpstreamError) -> ApiError {
     } else {
         ApiError::bad_request("upstream_rejected", msg)
     }
-}
-
-fn completion_text(body: &Value) -> String {
-    let mut out = String::new();
-    if let Some(Value::Array(choices)) = body.get("choices") {
-        for c in choices {
-            if let Some(Value::String(t)) = c.pointer("/message/content") {
-                out.push_str(t);
-            }
-        }
-    }
-    out
 }

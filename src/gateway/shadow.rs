@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::Gateway;
 use crate::domain::RequestId;
-use crate::providers::{tokens, Reply, UpstreamRequest};
+use crate::providers::{tokens, Completion, Reply, UpstreamRequest};
 use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
 use crate::telemetry::names;
 
@@ -138,9 +138,6 @@ async fn call(
     gw.outbox.send(Event::Request(Box::new(record)));
 }
 
-fn answer_text(body: &Value) -> String {
-    body.pointer("/choices/0/message/content")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+fn answer_text(body: &Completion) -> String {
+    body.text()
 }

@@ -8,6 +8,7 @@
 //! `Provider::call` is scrubbed of them (`redact`).
 
 pub mod anthropic;
+mod completion;
 pub mod error_kind;
 mod failure;
 pub mod openai;
@@ -24,6 +25,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+pub use completion::Completion;
 pub use failure::{FailureKind, UpstreamError};
 pub use usage::Usage;
 
@@ -34,7 +36,10 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, UpstreamError>> +
 
 /// What an upstream returned, translated to OpenAI's shapes.
 pub enum Reply {
-    Complete { body: Value, usage: Option<Usage> },
+    Complete {
+        body: Completion,
+        usage: Option<Usage>,
+    },
     Stream(ChunkStream),
 }
 

@@ -3,29 +3,23 @@
 //! and handed on chunk by chunk.
 
 use futures_util::StreamExt;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::error_kind::classify_openai_error;
 use super::failure::retry_after;
 use super::sse::SseParser;
-use super::{FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
+use super::{Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
 
 /// Where chat completions are posted, under the provider's base URL.
 pub const CHAT_PATH: &str = "/chat/completions";
 
 pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-    let mut body = req.body.clone();
-    body.insert("model".into(), Value::String(req.upstream_model.to_owned()));
-    if req.stream {
-        // Ask for usage on the last chunk so cost is exact; the gateway hides
-        // that chunk from clients that did not ask for it.
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
-    }
+    let body = Outgoing {
+        body: req.body,
+        model: req.upstream_model,
+        stream: req.stream,
+    };
     let mut rb = p.post(CHAT_PATH).json(&body);
     if let Some(key) = p.key() {
         rb = rb.bearer_auth(key);
@@ -39,20 +33,58 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
         return Ok(Reply::Stream(chunk_stream(resp)));
     }
     let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        UpstreamError::new(
-            FailureKind::Protocol,
-            format!("upstream sent invalid JSON: {e}"),
-        )
-    })?;
-    if !body.get("choices").is_some_and(Value::is_array) {
-        return Err(UpstreamError::new(
-            FailureKind::Protocol,
-            "upstream response has no `choices` array",
-        ));
-    }
-    let usage = parse_usage(body.get("usage"));
+    let (body, usage) =
+        Completion::parse(bytes).map_err(|e| UpstreamError::new(FailureKind::Protocol, e))?;
     Ok(Reply::Complete { body, usage })
+}
+
+/// The client's body as sent upstream, written straight from the borrowed
+/// map (no copy of it per attempt): `model` replaced, and a stream asks for
+/// usage on its last chunk so cost is exact (the gateway hides that chunk
+/// from clients that did not ask for it).
+struct Outgoing<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+    stream: bool,
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        let mut wrote_model = false;
+        let mut wrote_options = !self.stream;
+        for (k, v) in self.body {
+            match k.as_str() {
+                "model" => {
+                    wrote_model = true;
+                    map.serialize_entry(k, self.model)?;
+                }
+                "stream_options" if self.stream => {
+                    wrote_options = true;
+                    match v {
+                        Value::Object(o) => {
+                            let mut o = o.clone();
+                            o.insert("include_usage".into(), Value::Bool(true));
+                            map.serialize_entry(k, &o)?;
+                        }
+                        // Not an object: passed on for the upstream to judge.
+                        other => map.serialize_entry(k, other)?,
+                    }
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        if !wrote_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        if !wrote_options {
+            map.serialize_entry(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            )?;
+        }
+        map.end()
+    }
 }
 
 /// Reads an OpenAI-shaped usage object.
@@ -135,4 +167,55 @@ fn chunk_stream(resp: reqwest::Response) -> super::ChunkStream {
         }
     });
     Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sent(body: Value, stream: bool) -> Value {
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let out = Outgoing {
+            body: &body,
+            model: "up-model",
+            stream,
+        };
+        serde_json::from_slice(&serde_json::to_vec(&out).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_upstream_body_is_the_clients_with_model_replaced() {
+        let body = json!({"model": "route", "messages": [{"role": "user", "content": "x"}],
+                          "temperature": 0.2, "stream_options": {"include_usage": false}});
+        let mut want = body.clone();
+        want["model"] = json!("up-model");
+        assert_eq!(sent(body.clone(), false), want);
+        let no_model = json!({"messages": []});
+        assert_eq!(
+            sent(no_model, false),
+            json!({"messages": [], "model": "up-model"})
+        );
+    }
+
+    #[test]
+    fn a_stream_asks_for_usage_keeping_the_clients_other_options() {
+        let with = json!({"model": "r", "stream": true, "stream_options": {"x": 1, "include_usage": false}});
+        assert_eq!(
+            sent(with, true),
+            json!({"model": "up-model", "stream": true,
+                   "stream_options": {"x": 1, "include_usage": true}})
+        );
+        assert_eq!(
+            sent(json!({"stream": true}), true),
+            json!({"stream": true, "model": "up-model", "stream_options": {"include_usage": true}})
+        );
+        // Not an object: left for the upstream to reject, as before.
+        assert_eq!(
+            sent(json!({"stream_options": 3}), true)["stream_options"],
+            json!(3)
+        );
+    }
 }

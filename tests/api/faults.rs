@@ -1,7 +1,8 @@
 //! Upstream faults, one test each: connections closed before a response,
 //! silence past the read timeout, 429 without Retry-After, malformed JSON,
-//! truncated and malformed SSE, a stream that stalls mid-way, and a client
-//! that hangs up mid-stream. Each checks what the client saw and the row.
+//! truncated and malformed SSE, a stream that stalls mid-way, a client
+//! that hangs up mid-stream, and an answer passed through byte for byte.
+//! Each checks what the client saw and the row.
 
 use serde_json::{json, Value};
 
@@ -115,6 +116,42 @@ async fn malformed_json_is_a_protocol_error_that_falls_back() {
     assert_eq!(r.status(), 502);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "upstream_failed");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_passes_through_byte_for_byte_but_its_id_and_model() {
+    // Members the router does not know, escapes, odd spacing and key order:
+    // all reach the client as the upstream wrote them.
+    let upstream = "{ \"id\" : \"chatcmpl-up\",\"object\":\"chat.completion\",\"created\":1,\
+        \"model\":\"provider-model-2026\",\"system_fingerprint\":\"fp_\\u00e9\",\
+        \"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"a \\\"b\\\"\\n\",\
+        \"refusal\":null},\"logprobs\":{\"content\":[]},\"finish_reason\":\"stop\"}],\
+        \"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13},\
+        \"service_tier\":\"default\"}\n";
+    let (app, _raw, _beta) = app_with(
+        vec![
+            head(200, "application/json"),
+            Raw::Bytes(upstream.as_bytes().to_vec()),
+            Raw::Close,
+        ],
+        None,
+    )
+    .await;
+    let r = app.chat(ask("small", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let id = request_id(&r);
+    let text = r.text().await.unwrap();
+    let want = upstream
+        .replace("\"chatcmpl-up\"", &format!("\"{id}\""))
+        .replace("\"provider-model-2026\"", "\"small\"");
+    assert_eq!(text, want);
+    let row = app.request_row(&id).await;
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens),
+        (Some(9), Some(4))
+    );
     app.shutdown().await;
 }
 

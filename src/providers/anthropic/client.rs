@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use super::super::failure::retry_after;
 use super::super::sse::SseParser;
-use super::super::{ChunkStream, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest};
+use super::super::{
+    ChunkStream, Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
+};
 use super::{
     classify_error, from_anthropic_response, to_anthropic_request, StreamError, StreamTranslator,
     ANTHROPIC_VERSION,
@@ -72,7 +74,7 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     let (body, usage) = from_anthropic_response(&value, req.upstream_model, "pending", created)
         .map_err(|e| UpstreamError::new(FailureKind::Protocol, e.to_string()))?;
     Ok(Reply::Complete {
-        body,
+        body: Completion::from_value(&body),
         usage: Some(usage),
     })
 }

@@ -1,0 +1,413 @@
+//! A whole (non-streamed) chat completion in OpenAI's shape, kept as the
+//! JSON text the upstream sent. The gateway changes only the top-level `id`
+//! and `model`, so the answer is checked and its usage read in one pass that
+//! builds no tree, and goes back to the client with just those two members
+//! replaced: parsing it into a `serde_json::Value`, dropping that and
+//! serialising it again cost ~30,000 instructions a request (callgrind,
+//! docs/performance.md).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::openai::parse_usage;
+use super::Usage;
+
+/// Valid JSON: an object whose `choices` member is an array.
+#[derive(Clone, PartialEq)]
+pub struct Completion {
+    json: Bytes,
+    /// Where `id` and `model` are, found by the one scan; `None` when either
+    /// name occurs twice (then `with_identity` rebuilds the answer instead).
+    spans: Option<Spans>,
+}
+
+/// Byte ranges in `json`: each member's value, and the closing brace (where
+/// an absent member is appended).
+#[derive(Clone, Debug, PartialEq)]
+struct Spans {
+    id: Option<Range<usize>>,
+    model: Option<Range<usize>>,
+    end: usize,
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.json))
+    }
+}
+
+impl Completion {
+    /// Checks an upstream's answer and reads its usage (absent or malformed
+    /// usage is `None`: the gateway then counts tokens itself).
+    pub fn parse(json: Bytes) -> Result<(Self, Option<Usage>), String> {
+        let members = Members::read(&json)?;
+        if !members
+            .get("choices")
+            .is_some_and(|v| v.get().starts_with('['))
+        {
+            return Err("upstream response has no `choices` array".into());
+        }
+        let usage = members
+            .get("usage")
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .and_then(|v| parse_usage(Some(&v)));
+        let spans = members.spans(&json);
+        Ok((Self { json, spans }, usage))
+    }
+
+    /// From an answer the router built itself (a translated one).
+    pub fn from_value(v: &Value) -> Self {
+        let json = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        let spans = Members::read(&json).ok().and_then(|m| m.spans(&json));
+        Self { json, spans }
+    }
+
+    /// The answer with `id` (and `model`, when given) set and every other
+    /// byte as it was; a member that was absent is appended.
+    pub fn with_identity(&self, id: &str, model: Option<&str>) -> Completion {
+        let Some(spans) = &self.spans else {
+            return self.rebuilt(id, model);
+        };
+        let mut edits = vec![(Field::Id, spans.id.clone(), quoted(id))];
+        if let Some(m) = model {
+            edits.push((Field::Model, spans.model.clone(), quoted(m)));
+        }
+        // Appended members go before the brace, id first (the sort is stable).
+        edits.sort_by_key(|(_, at, _)| at.as_ref().map_or(spans.end, |r| r.start));
+        let mut out = Vec::with_capacity(self.json.len() + id.len() + 48);
+        let mut new = spans.clone();
+        let mut copied = 0;
+        for (field, at, value) in edits {
+            let (start, stop) = at.map_or((spans.end, spans.end), |r| (r.start, r.end));
+            out.extend_from_slice(&self.json[copied..start]);
+            if start == spans.end {
+                out.extend_from_slice(field.appended_prefix());
+            }
+            let range = out.len()..out.len() + value.len();
+            out.extend_from_slice(&value);
+            match field {
+                Field::Id => new.id = Some(range),
+                Field::Model => new.model = Some(range),
+            }
+            copied = stop;
+        }
+        out.extend_from_slice(&self.json[copied..]);
+        // What was copied after the last edit keeps its distance to the end.
+        new.end = out.len() - (self.json.len() - spans.end);
+        if model.is_none() {
+            // Left alone, `model` moved by as much as the id grew before it.
+            let grew = new.id.as_ref().map_or(0, Range::len) as isize
+                - spans.id.as_ref().map_or(0, Range::len) as isize;
+            new.model = spans.model.as_ref().map(|r| {
+                let after_id = spans.id.as_ref().is_some_and(|i| i.start < r.start);
+                let d = if after_id { grew } else { 0 };
+                r.start.wrapping_add_signed(d)..r.end.wrapping_add_signed(d)
+            });
+        }
+        Completion {
+            json: Bytes::from(out),
+            spans: Some(new),
+        }
+    }
+
+    /// The rare answer that names `id` or `model` twice: rebuilt as a tree
+    /// parser reads it (the last occurrence wins).
+    fn rebuilt(&self, id: &str, model: Option<&str>) -> Completion {
+        let mut v = self.to_value();
+        if let Value::Object(o) = &mut v {
+            o.insert("id".into(), Value::String(id.to_owned()));
+            if let Some(m) = model {
+                o.insert("model".into(), Value::String(m.to_owned()));
+            }
+        }
+        Self::from_value(&v)
+    }
+
+    /// The JSON text, as sent to the client.
+    pub fn bytes(&self) -> Bytes {
+        self.json.clone()
+    }
+
+    /// The whole answer as a tree, for the rare paths that rework it (a
+    /// cached answer replayed as a stream).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// The usage the answer reports, if any.
+    pub fn usage(&self) -> Option<Usage> {
+        Members::read(&self.json)
+            .ok()?
+            .get("usage")
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .and_then(|v| parse_usage(Some(&v)))
+    }
+
+    /// Every choice's `message.content`, concatenated: what local token
+    /// counting reads when the upstream reported no usage.
+    pub fn text(&self) -> String {
+        let choices = Members::read(&self.json).ok().and_then(|m| {
+            m.get("choices")
+                .and_then(|raw| serde_json::from_str::<Vec<Value>>(raw.get()).ok())
+        });
+        let mut out = String::new();
+        for c in choices.unwrap_or_default() {
+            if let Some(Value::String(t)) = c.pointer("/message/content") {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Id,
+    Model,
+}
+
+impl Field {
+    fn appended_prefix(self) -> &'static [u8] {
+        match self {
+            Field::Id => b",\"id\":",
+            Field::Model => b",\"model\":",
+        }
+    }
+}
+
+fn quoted(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    write_str(&mut out, s);
+    out
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+/// The top-level members of a JSON object, in order, each value left as
+/// its text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    fn read(json: &'a [u8]) -> Result<Self, String> {
+        serde_json::from_slice(json).map_err(|e| format!("upstream sent invalid JSON: {e}"))
+    }
+
+    /// Where `id`, `model` and the closing brace are in `json`, the text
+    /// these members borrow from; `None` if either name repeats.
+    fn spans(&self, json: &[u8]) -> Option<Spans> {
+        let base = json.as_ptr() as usize;
+        let range = |raw: &RawValue| {
+            let start = raw.get().as_ptr() as usize - base;
+            start..start + raw.get().len()
+        };
+        let mut spans = Spans {
+            id: None,
+            model: None,
+            end: json.iter().rposition(|&b| b == b'}')?,
+        };
+        for (k, v) in &self.0 {
+            let slot = match k.as_ref() {
+                "id" => &mut spans.id,
+                "model" => &mut spans.model,
+                _ => continue,
+            };
+            if slot.replace(range(v)).is_some() {
+                return None;
+            }
+        }
+        Some(spans)
+    }
+
+    /// The last member named `key`, as a tree parser would keep it.
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut out = Vec::with_capacity(8);
+                while let Some(Key(k)) = map.next_key()? {
+                    out.push((k, map.next_value::<&RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A member name, borrowed from the text unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parsed(text: &str) -> (Completion, Option<Usage>) {
+        Completion::parse(Bytes::from(text.to_owned())).expect("valid")
+    }
+
+    #[test]
+    fn identity_replaces_id_and_model_in_place_and_keeps_the_rest_verbatim() {
+        let text = r#"{"id":"up-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"h\u00e9 \"q\""},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2},"system_fingerprint":null}"#;
+        let (c, usage) = parsed(text);
+        let usage = usage.expect("usage");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 2));
+        let out = c.with_identity("req-\"9\"", Some("fast"));
+        let s = String::from_utf8(out.bytes().to_vec()).unwrap();
+        assert_eq!(
+            s,
+            text.replace(r#""id":"up-1""#, r#""id":"req-\"9\"""#)
+                .replace(r#""model":"gpt-x""#, r#""model":"fast""#)
+        );
+        let v = out.to_value();
+        assert_eq!(v["choices"][0]["message"]["content"], "hé \"q\"");
+        assert_eq!(out.text(), "hé \"q\"");
+    }
+
+    #[test]
+    fn absent_members_are_appended_and_model_can_be_left_alone() {
+        let (c, usage) = parsed(r#" { "choices" : [ ] , "model":"m" } "#);
+        assert!(usage.is_none());
+        let out = c.with_identity("r1", None);
+        assert_eq!(
+            out.to_value(),
+            json!({"choices": [], "model": "m", "id": "r1"})
+        );
+        let out = parsed(r#"{"choices":[]}"#).0.with_identity("r2", Some("x"));
+        assert_eq!(
+            std::str::from_utf8(&out.bytes()).unwrap(),
+            r#"{"choices":[],"id":"r2","model":"x"}"#
+        );
+    }
+
+    #[test]
+    fn duplicate_members_resolve_like_a_tree_parser_and_are_written_once() {
+        let (c, usage) = parsed(
+            r#"{"id":"a","choices":{},"usage":{"prompt_tokens":1},"choices":[],"id":"b","usage":{"prompt_tokens":7}}"#,
+        );
+        assert_eq!(usage.map(|u| u.prompt_tokens), Some(7));
+        let v = c.with_identity("r", Some("m")).to_value();
+        assert_eq!(v["id"], "r");
+        assert_eq!(v["model"], "m");
+        assert_eq!(v["choices"], json!([]));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_completion() {
+        let bad: [&'static [u8]; 9] = [
+            b"",
+            b"not json",
+            b"[]",
+            br#"{"choices":{}}"#,
+            br#"{"object":"x"}"#,
+            br#"{"choices":[],}"#,
+            br#"{"choices":[1,]}"#,
+            b"{\"choices\":[\"\xff\"]}",
+            br#"{"choices":[]} trailing"#,
+        ];
+        for text in bad {
+            assert!(Completion::parse(Bytes::from(text)).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_usage_means_no_usage_and_keys_with_escapes_are_kept() {
+        let (c, usage) = parsed(r#"{"choices":[],"usage":"lots","a\nb":1}"#);
+        assert!(usage.is_none());
+        assert!(c.usage().is_none());
+        let v = c.with_identity("r", None).to_value();
+        assert_eq!(v["a\nb"], 1);
+        assert_eq!(v["usage"], "lots");
+    }
+
+    /// What a tree parser makes of setting the two members.
+    fn expected(text: &str, id: &str, model: Option<&str>) -> Value {
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        v["id"] = json!(id);
+        if let Some(m) = model {
+            v["model"] = json!(m);
+        }
+        v
+    }
+
+    #[test]
+    fn identity_can_be_set_again_on_its_own_output_whatever_the_layout() {
+        let texts = [
+            r#"{"id":"a-long-upstream-id","model":"m","choices":[]}"#,
+            r#"{"model":"mm","choices":[],"id":"i"}"#,
+            r#"{"choices":[],"model":"m"}"#,
+            r#"{"id":"x","choices":[]}"#,
+            "{\"choices\":[{\"message\":{\"content\":\"}\"}}]}\n ",
+            r#"{"model":"m","id":"i","choices":[],"model":"n"}"#,
+        ];
+        for text in texts {
+            let (c, _) = parsed(text);
+            let once = c.with_identity("req-1", Some("route-model"));
+            assert_eq!(
+                once.to_value(),
+                expected(text, "req-1", Some("route-model")),
+                "{text}"
+            );
+            // The cache's path: stored with the model set, re-identified per hit.
+            for id in ["r", "a-much-longer-request-identifier"] {
+                let twice = once.with_identity(id, None);
+                assert_eq!(
+                    twice.to_value(),
+                    expected(text, id, Some("route-model")),
+                    "{text}"
+                );
+                let thrice = twice.with_identity("z", Some("q"));
+                assert_eq!(thrice.to_value(), expected(text, "z", Some("q")), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_built_answer_round_trips() {
+        let v = json!({"id": "x", "choices": [{"message": {"content": "hi"}}],
+                       "usage": {"prompt_tokens": 4, "completion_tokens": 1}});
+        let c = Completion::from_value(&v);
+        assert_eq!(c.to_value(), v);
+        assert_eq!(c.usage().map(|u| u.prompt_tokens), Some(4));
+        assert_eq!(c.text(), "hi");
+    }
+}
