@@ -22,8 +22,17 @@ use std::sync::OnceLock;
 /// (the x buffer lives on the stack).
 pub(crate) const MAX_D: usize = 256; // a multiple of LANES
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Upper(OnceLock<Box<[f32]>>);
+
+/// A clone starts empty and is rebuilt on first use: the learner clones a
+/// design (`Arc::make_mut`) only to change its matrix, which resets the copy
+/// at once, so copying the readers' mirror (~20 KB at d = 100) was wasted.
+impl Clone for Upper {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
 
 impl PartialEq for Upper {
     fn eq(&self, _: &Self) -> bool {
@@ -122,6 +131,23 @@ mod tests {
             let fast = Upper::default().quad_form(&p, x).unwrap();
             proptest::prop_assert!((fast - exact).abs() <= 1e-5 * exact.abs().max(1.0));
         }
+    }
+
+    #[test]
+    fn a_clone_is_built_from_the_matrix_it_is_next_used_with() {
+        let x = [1.0, 2.0];
+        let before = [1.0, 0.0, 0.0, 1.0];
+        let after = [3.0, 0.5, 0.5, 2.0];
+        let built = Upper::default();
+        assert_eq!(built.quad_form(&before, &x), Some(5.0));
+        // The learner clones a design only to change its matrix.
+        let copy = built.clone();
+        assert_eq!(copy.quad_form(&after, &x), Some(3.0 + 2.0 + 8.0));
+        assert_eq!(
+            built.quad_form(&after, &x),
+            Some(5.0),
+            "the original keeps its copy"
+        );
     }
 
     #[test]
