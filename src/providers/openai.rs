@@ -1,5 +1,6 @@
 //! OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, Together, Groq, ...):
-//! the body passes through with `model` replaced; streams are parsed as SSE
+//! the body passes through with `model` replaced, and a whole answer comes
+//! back as the upstream's bytes (`completion.rs`); streams are parsed as SSE
 //! and handed on chunk by chunk.
 
 use futures_util::StreamExt;
