@@ -26,6 +26,8 @@ pub struct Completion {
     /// Where `id` and `model` are, found by the one scan; `None` when either
     /// name occurs twice (then `with_identity` rebuilds the answer instead).
     spans: Option<Spans>,
+    /// The usage it reports, read by the same scan.
+    usage: Option<Usage>,
 }
 
 /// Byte ranges in `json`: each member's value, and the closing brace (where
@@ -46,7 +48,7 @@ impl fmt::Debug for Completion {
 impl Completion {
     /// Checks an upstream's answer and reads its usage (absent or malformed
     /// usage is `None`: the gateway then counts tokens itself).
-    pub fn parse(json: Bytes) -> Result<(Self, Option<Usage>), String> {
+    pub fn parse(json: Bytes) -> Result<Self, String> {
         let members = Members::read(&json)?;
         if !members
             .get("choices")
@@ -54,19 +56,19 @@ impl Completion {
         {
             return Err("upstream response has no `choices` array".into());
         }
-        let usage = members
-            .get("usage")
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            .and_then(|v| parse_usage(Some(&v)));
+        let usage = members.usage();
         let spans = members.spans(&json);
-        Ok((Self { json, spans }, usage))
+        Ok(Self { json, spans, usage })
     }
 
     /// From an answer the router built itself (a translated one).
     pub fn from_value(v: &Value) -> Self {
         let json = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-        let spans = Members::read(&json).ok().and_then(|m| m.spans(&json));
-        Self { json, spans }
+        let (spans, usage) = match Members::read(&json) {
+            Ok(m) => (m.spans(&json), m.usage()),
+            Err(_) => (None, None),
+        };
+        Self { json, spans, usage }
     }
 
     /// The answer with `id` (and `model`, when given) set and every other
@@ -114,6 +116,7 @@ impl Completion {
         Completion {
             json: Bytes::from(out),
             spans: Some(new),
+            usage: self.usage,
         }
     }
 
@@ -143,11 +146,7 @@ impl Completion {
 
     /// The usage the answer reports, if any.
     pub fn usage(&self) -> Option<Usage> {
-        Members::read(&self.json)
-            .ok()?
-            .get("usage")
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            .and_then(|v| parse_usage(Some(&v)))
+        self.usage
     }
 
     /// Every choice's `message.content`, concatenated: what local token
@@ -228,6 +227,12 @@ impl<'a> Members<'a> {
         Some(spans)
     }
 
+    /// The `usage` member, when it is a well-formed usage object.
+    fn usage(&self) -> Option<Usage> {
+        let raw = self.get("usage")?;
+        parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
+    }
+
     /// The last member named `key`, as a tree parser would keep it.
     fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
@@ -282,7 +287,9 @@ mod tests {
     use serde_json::json;
 
     fn parsed(text: &str) -> (Completion, Option<Usage>) {
-        Completion::parse(Bytes::from(text.to_owned())).expect("valid")
+        let c = Completion::parse(Bytes::from(text.to_owned())).expect("valid");
+        let usage = c.usage();
+        (c, usage)
     }
 
     #[test]

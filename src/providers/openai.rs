@@ -34,8 +34,9 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
         return Ok(Reply::Stream(chunk_stream(resp)));
     }
     let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
-    let (body, usage) =
+    let body =
         Completion::parse(bytes).map_err(|e| UpstreamError::new(FailureKind::Protocol, e))?;
+    let usage = body.usage();
     Ok(Reply::Complete { body, usage })
 }
 
