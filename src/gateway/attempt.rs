@@ -15,7 +15,7 @@ use super::breaker::Breakers;
 use super::catalog::Catalog;
 use crate::config::ResilienceConfig;
 use crate::providers::{
-    ChunkStream, Completion, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage,
+    Chunk, ChunkStream, Completion, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage,
 };
 use crate::store::AttemptRecord;
 use crate::telemetry::{names, spans};
@@ -28,7 +28,7 @@ pub enum Answer {
     },
     Stream {
         model: usize,
-        first: Value,
+        first: Chunk,
         rest: ChunkStream,
         ttft: Duration,
     },

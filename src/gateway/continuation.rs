@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::Gateway;
-use crate::providers::{ChunkStream, FailureKind, UpstreamError};
+use crate::providers::{Chunk, ChunkStream, FailureKind, UpstreamError};
 use crate::store::AttemptRecord;
 
 /// What a streamed request needs to be continued elsewhere.
@@ -40,7 +40,7 @@ pub struct Continuation {
 /// A model that took the answer over, and its stream.
 pub struct Resumed {
     pub model: usize,
-    pub first: Value,
+    pub first: Chunk,
     pub rest: ChunkStream,
 }
 

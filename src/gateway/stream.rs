@@ -1,5 +1,6 @@
 //! The client's side of a streamed answer: upstream chunks re-labelled with
-//! the router's request id and model name, framed as SSE, ended by
+//! the router's request id and model name (spliced into the upstream's
+//! text, `providers::Chunk`), framed as SSE, ended by
 //! `data: [DONE]` only when the upstream really finished. A failure after the
 //! first byte ends the stream with an explicit error event instead — or,
 //! on a route with `continue_stream_on_fallback`, is continued on the next
@@ -21,9 +22,8 @@ use super::continuation::Continuation;
 use super::outcome::{Draft, Ending};
 use super::Gateway;
 use crate::error::ApiError;
-use crate::providers::openai::parse_usage;
 use crate::providers::sse::encode_data;
-use crate::providers::{tokens, ChunkStream, UpstreamError, Usage};
+use crate::providers::{frame_tree, tokens, Choice, Chunk, ChunkStream, UpstreamError, Usage};
 use crate::telemetry::names;
 
 /// Text kept for local token counting is capped; past it the count is a floor.
@@ -45,7 +45,7 @@ pub struct StreamParts {
 struct State {
     parts: StreamParts,
     draft: Option<Draft>,
-    first: Option<Value>,
+    first: Option<Chunk>,
     rest: ChunkStream,
     usage: Option<Usage>,
     /// The answer's text so far, all models included.
@@ -99,72 +99,68 @@ impl State {
 
     /// Re-labels one chunk; `None` when the client should not see it (the
     /// usage-only chunk the router asked for on its own account).
-    fn relabel(&mut self, mut chunk: Value) -> Option<Vec<u8>> {
-        if let Some(u) = parse_usage(chunk.get("usage")) {
+    fn relabel(&mut self, chunk: Chunk) -> Option<Bytes> {
+        if let Some(u) = chunk.usage() {
             self.usage = Some(u);
         }
-        if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
-            for c in choices {
-                self.inspect_choice(c);
+        let mut seam = Vec::new();
+        for (i, c) in chunk.choices().iter().enumerate() {
+            if let Some(trimmed) = self.inspect_choice(c) {
+                seam.push((i, trimmed));
             }
         }
-        let obj = chunk.as_object_mut()?;
-        if !self.parts.include_usage {
-            obj.remove("usage");
-            if obj
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty)
-            {
-                return None;
+        let drop_usage = !self.parts.include_usage;
+        if drop_usage && chunk.has_no_choices() {
+            return None;
+        }
+        let id = &self.parts.request_id;
+        let model = self.parts.gateway.catalog.models[self.parts.model]
+            .name
+            .as_str();
+        if !self.continued {
+            return Some(chunk.framed(id, model, drop_usage));
+        }
+        // A continuation's chunks lose their `role` and, at the seam, the
+        // leading whitespace: reworked on a tree, as rarely as streams break.
+        let mut v = chunk.to_value();
+        if let Some(Value::Array(choices)) = v.get_mut("choices") {
+            for (i, c) in choices.iter_mut().enumerate() {
+                let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                delta.remove("role");
+                if let Some((_, t)) = seam.iter_mut().find(|(at, _)| *at == i) {
+                    delta.insert("content".into(), Value::String(std::mem::take(t)));
+                }
             }
         }
-        obj.insert("id".into(), Value::String(self.parts.request_id.clone()));
-        let model = &self.parts.gateway.catalog.models[self.parts.model];
-        obj.insert(
-            "model".into(),
-            Value::String(model.name.as_str().to_owned()),
-        );
-        let mut out = Vec::with_capacity(256);
-        encode_data(&mut out, &serde_json::to_string(&chunk).ok()?);
-        Some(out)
+        Some(frame_tree(v, id, model, drop_usage))
     }
 
-    /// Keeps the text, notes whether the answer could still be continued,
-    /// and smooths a continuation's seam.
-    fn inspect_choice(&mut self, c: &mut Value) {
-        if c.get("index").and_then(Value::as_u64).unwrap_or(0) != 0
-            || c.get("finish_reason").is_some_and(|f| !f.is_null())
-        {
+    /// Keeps the text and notes whether the answer could still be
+    /// continued. Returns the content trimmed when a continuation's seam
+    /// drops leading whitespace from it.
+    fn inspect_choice(&mut self, c: &Choice) -> Option<String> {
+        if c.index != 0 || c.finished || c.tool_call {
             self.continuable = false;
         }
-        let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut) else {
-            return;
+        let content = c.content.as_deref()?;
+        let (kept, trimmed) = if self.trim_leading {
+            let t = content.trim_start();
+            if !t.is_empty() {
+                self.trim_leading = false;
+            }
+            (t, Some(t.to_owned()))
+        } else {
+            (content, None)
         };
-        if ["tool_calls", "function_call"]
-            .iter()
-            .any(|k| delta.get(*k).is_some_and(|v| !v.is_null()))
-        {
+        if self.text.len() < MAX_TEXT_FOR_COUNTING {
+            self.text.push_str(kept);
+        } else {
+            // The kept text is no longer the whole answer.
             self.continuable = false;
         }
-        if self.continued {
-            delta.remove("role");
-        }
-        if let Some(Value::String(t)) = delta.get_mut("content") {
-            if self.trim_leading {
-                let trimmed = t.trim_start();
-                if !trimmed.is_empty() {
-                    self.trim_leading = false;
-                }
-                *t = trimmed.to_owned();
-            }
-            if self.text.len() < MAX_TEXT_FOR_COUNTING {
-                self.text.push_str(t);
-            } else {
-                // The kept text is no longer the whole answer.
-                self.continuable = false;
-            }
-        }
+        trimmed
     }
 
     /// The stream broke after its first byte: on a route that allows it,
@@ -273,7 +269,7 @@ impl Drop for State {
 pub fn client_stream(
     parts: StreamParts,
     draft: Draft,
-    first: Value,
+    first: Chunk,
     rest: ChunkStream,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let state = State {
@@ -302,7 +298,7 @@ pub fn client_stream(
             match next {
                 Some(Ok(chunk)) => {
                     if let Some(bytes) = st.relabel(chunk) {
-                        return Some((Ok(Bytes::from(bytes)), st));
+                        return Some((Ok(bytes), st));
                     }
                 }
                 None => {

@@ -6,17 +6,13 @@
 //! serialising it again cost ~30,000 instructions a request; the scan and
 //! the splice cost ~12,000 (callgrind, docs/performance.md).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::openai::parse_usage;
+use super::members::{write_str, Members};
 use super::Usage;
 
 /// Valid JSON: an object whose `choices` member is an array.
@@ -49,7 +45,8 @@ impl Completion {
     /// Checks an upstream's answer and reads its usage (absent or malformed
     /// usage is `None`: the gateway then counts tokens itself).
     pub fn parse(json: Bytes) -> Result<Self, String> {
-        let members = Members::read(&json)?;
+        let members =
+            Members::read(&json).map_err(|e| format!("upstream sent invalid JSON: {e}"))?;
         if !members
             .get("choices")
             .is_some_and(|v| v.get().starts_with('['))
@@ -57,7 +54,7 @@ impl Completion {
             return Err("upstream response has no `choices` array".into());
         }
         let usage = members.usage();
-        let spans = members.spans(&json);
+        let spans = spans(&members, &json);
         Ok(Self { json, spans, usage })
     }
 
@@ -65,7 +62,7 @@ impl Completion {
     pub fn from_value(v: &Value) -> Self {
         let json = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
         let (spans, usage) = match Members::read(&json) {
-            Ok(m) => (m.spans(&json), m.usage()),
+            Ok(m) => (spans(&m, &json), m.usage()),
             Err(_) => (None, None),
         };
         Self { json, spans, usage }
@@ -187,98 +184,15 @@ fn quoted(s: &str) -> Vec<u8> {
     out
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str to a Vec cannot fail.
-    let _ = serde_json::to_writer(out, s);
-}
-
-/// The top-level members of a JSON object, in order, each value left as
-/// its text.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Members<'a> {
-    fn read(json: &'a [u8]) -> Result<Self, String> {
-        serde_json::from_slice(json).map_err(|e| format!("upstream sent invalid JSON: {e}"))
-    }
-
-    /// Where `id`, `model` and the closing brace are in `json`, the text
-    /// these members borrow from; `None` if either name repeats.
-    fn spans(&self, json: &[u8]) -> Option<Spans> {
-        let base = json.as_ptr() as usize;
-        let range = |raw: &RawValue| {
-            let start = raw.get().as_ptr() as usize - base;
-            start..start + raw.get().len()
-        };
-        let mut spans = Spans {
-            id: None,
-            model: None,
-            end: json.iter().rposition(|&b| b == b'}')?,
-        };
-        for (k, v) in &self.0 {
-            let slot = match k.as_ref() {
-                "id" => &mut spans.id,
-                "model" => &mut spans.model,
-                _ => continue,
-            };
-            if slot.replace(range(v)).is_some() {
-                return None;
-            }
-        }
-        Some(spans)
-    }
-
-    /// The `usage` member, when it is a well-formed usage object.
-    fn usage(&self) -> Option<Usage> {
-        let raw = self.get("usage")?;
-        parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
-    }
-
-    /// The last member named `key`, as a tree parser would keep it.
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
-                let mut out = Vec::with_capacity(8);
-                while let Some(Key(k)) = map.next_key()? {
-                    out.push((k, map.next_value::<&RawValue>()?));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A member name, borrowed from the text unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
+/// Where `id`, `model` and the closing brace are in `json`, the text the
+/// members borrow from; `None` if either name repeats.
+fn spans(members: &Members, json: &[u8]) -> Option<Spans> {
+    let at = |key| members.only(key).map(|i| i.map(|i| members.span(json, i)));
+    Some(Spans {
+        id: at("id").ok()?,
+        model: at("model").ok()?,
+        end: json.iter().rposition(|&b| b == b'}')?,
+    })
 }
 
 #[cfg(test)]

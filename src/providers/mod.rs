@@ -8,9 +8,11 @@
 //! `Provider::call` is scrubbed of them (`redact`).
 
 pub mod anthropic;
+mod chunk;
 mod completion;
 pub mod error_kind;
 mod failure;
+mod members;
 pub mod openai;
 pub mod pricing;
 pub mod redact;
@@ -25,6 +27,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+pub use chunk::{frame_tree, BadChunk, Choice, Chunk};
 pub use completion::Completion;
 pub use failure::{FailureKind, UpstreamError};
 pub use usage::Usage;
@@ -32,7 +35,7 @@ pub use usage::Usage;
 use crate::config::{Env, ProviderConfig, ProviderKind};
 
 /// One chunk of a streamed answer, already in OpenAI's `chat.completion.chunk` shape.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, UpstreamError>> + Send>>;
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, UpstreamError>> + Send>>;
 
 /// What an upstream returned, translated to OpenAI's shapes.
 pub enum Reply {

@@ -1,7 +1,7 @@
 //! OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, Together, Groq, ...):
 //! the body passes through with `model` replaced, and a whole answer comes
 //! back as the upstream's bytes (`completion.rs`); streams are parsed as SSE
-//! and handed on chunk by chunk.
+//! and handed on chunk by chunk, each as its text (`chunk.rs`).
 
 use futures_util::StreamExt;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 use super::error_kind::classify_openai_error;
 use super::failure::retry_after;
 use super::sse::SseParser;
-use super::{Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest, Usage};
+use super::{
+    BadChunk, Chunk, Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
+    Usage,
+};
 
 /// Where chat completions are posted, under the provider's base URL.
 pub const CHAT_PATH: &str = "/chat/completions";
@@ -111,7 +114,7 @@ pub(super) async fn error_from_response(p: &Provider, resp: reqwest::Response) -
     UpstreamError::from_info(classify_openai_error(status, &body), status, retry)
 }
 
-/// SSE bytes -> chunks. Ends cleanly only on `data: [DONE]`; a stream that
+/// SSE bytes -> chunks, each kept as the upstream's text. Ends cleanly only on `data: [DONE]`; a stream that
 /// stops without it, or carries an `error` object, yields an error so the
 /// gateway never passes off a truncated answer as complete.
 fn chunk_stream(resp: reqwest::Response) -> super::ChunkStream {
@@ -130,21 +133,10 @@ fn chunk_stream(resp: reqwest::Response) -> super::ChunkStream {
                 if data.is_empty() {
                     continue;
                 }
-                let item = match serde_json::from_str::<Value>(data) {
-                    Ok(v) if v.get("error").is_some() => {
-                        let msg = v
-                            .pointer("/error/message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("upstream reported an error mid-stream")
-                            .to_owned();
-                        Err(UpstreamError::new(FailureKind::Server, msg))
-                    }
-                    Ok(v) => Ok(v),
-                    Err(e) => Err(UpstreamError::new(
-                        FailureKind::Protocol,
-                        format!("upstream sent an invalid stream chunk: {e}"),
-                    )),
-                };
+                let item = Chunk::parse(ev.data).map_err(|bad| match bad {
+                    BadChunk::Reported(msg) => UpstreamError::new(FailureKind::Server, msg),
+                    BadChunk::Invalid(msg) => UpstreamError::new(FailureKind::Protocol, msg),
+                });
                 let stop = item.is_err();
                 return Some((item, (bytes, parser, stop)));
             }

@@ -1,7 +1,8 @@
 //! Upstream faults, one test each: connections closed before a response,
 //! silence past the read timeout, 429 without Retry-After, malformed JSON,
 //! truncated and malformed SSE, a stream that stalls mid-way, a client
-//! that hangs up mid-stream, and an answer passed through byte for byte.
+//! that hangs up mid-stream, and an answer and a stream passed through byte
+//! for byte.
 //! Each checks what the client saw and the row.
 
 use serde_json::{json, Value};
@@ -152,6 +153,64 @@ async fn an_answer_passes_through_byte_for_byte_but_its_id_and_model() {
         (row.prompt_tokens, row.completion_tokens),
         (Some(9), Some(4))
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_chunks_pass_through_byte_for_byte_but_their_id_model_and_unasked_usage() {
+    // OpenAI's layout with `include_usage` (a null `usage` on every chunk,
+    // then a usage-only chunk), plus spacing, escapes and members the
+    // router does not know, in the upstream's own order.
+    let chunks = [
+        r#"{"id":"chatcmpl-up","object":"chat.completion.chunk","created":1,"model":"up-2026","system_fingerprint":"fp_x","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        r#"{ "choices" : [{"index":0,"delta":{"content":"caf\u00e9 \"q\"\n"},"finish_reason":null}], "usage" : null , "id":"chatcmpl-up","model":"up-2026","obfuscation":"a1"}"#,
+        r#"{"id":"chatcmpl-up","model":"up-2026","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+        r#"{"id":"chatcmpl-up","model":"up-2026","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}"#,
+    ];
+    let mut script = vec![head(200, "text/event-stream")];
+    for c in chunks {
+        script.push(Raw::Bytes(format!("data: {c}\n\n").into_bytes()));
+    }
+    script.extend([Raw::Bytes(b"data: [DONE]\n\n".to_vec()), Raw::Close]);
+    let (app, _raw, _beta) = app_with(script, None).await;
+    for include_usage in [false, true] {
+        let mut body = ask("small", true);
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let r = app.chat(body).await;
+        assert_eq!(r.status(), 200);
+        let id = request_id(&r);
+        let relabelled = |c: &str| {
+            c.replace("\"chatcmpl-up\"", &format!("\"{id}\""))
+                .replace("\"up-2026\"", "\"small\"")
+        };
+        let mut want: String = chunks
+            .iter()
+            .filter(|c| include_usage || !c.contains("\"choices\":[]"))
+            .map(|c| {
+                let c = relabelled(c);
+                let c = if include_usage {
+                    c
+                } else {
+                    c.replace(",\"usage\":null", "")
+                        .replace(", \"usage\" : null", "")
+                };
+                format!("data: {c}\n\n")
+            })
+            .collect();
+        want.push_str("data: [DONE]\n\n");
+        assert_eq!(
+            r.text().await.unwrap(),
+            want,
+            "include_usage={include_usage}"
+        );
+        let row = app.request_row(&id).await;
+        assert_eq!(
+            (row.prompt_tokens, row.completion_tokens),
+            (Some(11), Some(3))
+        );
+    }
     app.shutdown().await;
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::super::failure::retry_after;
 use super::super::sse::SseParser;
 use super::super::{
-    ChunkStream, Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
+    Chunk, ChunkStream, Completion, FailureKind, Provider, Reply, UpstreamError, UpstreamRequest,
 };
 use super::{
     classify_error, from_anthropic_response, to_anthropic_request, StreamError, StreamTranslator,
@@ -102,7 +102,13 @@ fn chunk_stream(resp: reqwest::Response, model: &str, created: i64) -> ChunkStre
         |(mut bytes, mut parser, mut tr, mut queue, mut done)| async move {
             loop {
                 if let Some(chunk) = queue.pop_front() {
-                    return Some((Ok(chunk), (bytes, parser, tr, queue, done)));
+                    // The translator builds objects without an `error`
+                    // member, so this cannot fail; if it did, it would be
+                    // a protocol error like any other.
+                    let chunk = Chunk::from_value(&chunk).map_err(|_| {
+                        UpstreamError::new(FailureKind::Protocol, "untranslatable stream event")
+                    });
+                    return Some((chunk, (bytes, parser, tr, queue, done)));
                 }
                 if done {
                     return None;

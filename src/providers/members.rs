@@ -1,0 +1,111 @@
+//! The top-level members of a JSON object, each value left as its text: one
+//! pass that checks the JSON and builds no tree. Whole answers
+//! (`completion.rs`) and stream chunks (`chunk.rs`) are read with it, so the
+//! gateway can change a member or two and pass every other byte through.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::openai::parse_usage;
+use super::Usage;
+
+/// The members in order, duplicates included, each value borrowed from the
+/// text it was read from.
+pub(super) struct Members<'a>(pub(super) Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// Where one member's value sits in the text.
+pub(super) type Span = Range<usize>;
+
+impl<'a> Members<'a> {
+    /// Fails unless `json` is one valid JSON object and nothing else.
+    pub(super) fn read(json: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    /// The last member named `key`, as a tree parser would keep it.
+    pub(super) fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The position of the one member named `key`: `Ok(None)` when there is
+    /// none, `Err(())` when the name repeats.
+    pub(super) fn only(&self, key: &str) -> Result<Option<usize>, ()> {
+        let mut found = None;
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if k == key && found.replace(i).is_some() {
+                return Err(());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Where the value of member `i` sits in `json`, the text it borrows from.
+    pub(super) fn span(&self, json: &[u8], i: usize) -> Span {
+        let raw = self.0[i].1.get();
+        let start = raw.as_ptr() as usize - json.as_ptr() as usize;
+        start..start + raw.len()
+    }
+
+    /// The `usage` member, when it is a well-formed usage object.
+    pub(super) fn usage(&self) -> Option<Usage> {
+        let raw = self.get("usage")?;
+        if raw.get() == "null" {
+            return None;
+        }
+        parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut out = Vec::with_capacity(8);
+                while let Some(Key(k)) = map.next_key()? {
+                    out.push((k, map.next_value::<&RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A member name, borrowed from the text unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// Writes `s` as a JSON string.
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
