@@ -23,7 +23,9 @@ use super::outcome::{Draft, Ending};
 use super::Gateway;
 use crate::error::ApiError;
 use crate::providers::sse::encode_data;
-use crate::providers::{frame_tree, tokens, Choice, Chunk, ChunkStream, UpstreamError, Usage};
+use crate::providers::{
+    frame_tree, tokens, Choice, Chunk, ChunkStream, Label, UpstreamError, Usage,
+};
 use crate::telemetry::names;
 
 /// Text kept for local token counting is capped; past it the count is a floor.
@@ -44,6 +46,8 @@ pub struct StreamParts {
 
 struct State {
     parts: StreamParts,
+    /// The request id and the answering model's name, as every chunk gets them.
+    label: Label,
     draft: Option<Draft>,
     first: Option<Chunk>,
     rest: ChunkStream,
@@ -113,12 +117,8 @@ impl State {
         if drop_usage && chunk.has_no_choices() {
             return None;
         }
-        let id = &self.parts.request_id;
-        let model = self.parts.gateway.catalog.models[self.parts.model]
-            .name
-            .as_str();
         if !self.continued {
-            return Some(chunk.framed(id, model, drop_usage));
+            return Some(chunk.framed(&self.label, drop_usage));
         }
         // A continuation's chunks lose their `role` and, at the seam, the
         // leading whitespace: reworked on a tree, as rarely as streams break.
@@ -134,7 +134,7 @@ impl State {
                 }
             }
         }
-        Some(frame_tree(v, id, model, drop_usage))
+        Some(frame_tree(v, &self.label, drop_usage))
     }
 
     /// Keeps the text and notes whether the answer could still be
@@ -245,6 +245,7 @@ impl State {
             draft.started,
         );
         self.parts.model = r.model;
+        self.label = Label::new(&self.parts.request_id, next);
         self.first = Some(r.first);
         self.rest = r.rest;
         self.usage = None;
@@ -272,8 +273,13 @@ pub fn client_stream(
     first: Chunk,
     rest: ChunkStream,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let label = Label::new(
+        &parts.request_id,
+        parts.gateway.catalog.models[parts.model].name.as_str(),
+    );
     let state = State {
         parts,
+        label,
         draft: Some(draft),
         first: Some(first),
         rest,

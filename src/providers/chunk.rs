@@ -9,10 +9,12 @@
 //! most of the router's ~950,000 instructions per 22-chunk stream
 //! (callgrind, docs/performance.md).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -75,22 +77,19 @@ impl fmt::Debug for Chunk {
 impl Chunk {
     /// Checks one event's data and reads what the gateway needs of it.
     pub fn parse(mut json: String) -> Result<Self, BadChunk> {
-        if json.contains(['\n', '\r']) {
+        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
             // Outside strings (where valid JSON cannot hold them) line breaks
             // are whitespace; if the text is not valid, the scan says so.
             json = json.replace(['\n', '\r'], " ");
         }
-        let members = Members::read(json.as_bytes()).map_err(|e| {
+        let members = Members::read_str(&json).map_err(|e| {
             BadChunk::Invalid(format!("upstream sent an invalid stream chunk: {e}"))
         })?;
         if let Some(err) = members.get("error") {
             return Err(BadChunk::Reported(reported_message(err)));
         }
         let usage = members.usage();
-        let choices = members
-            .get("choices")
-            .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
-            .map(|all| all.into_iter().map(Choice::read).collect());
+        let choices = members.get("choices").and_then(read_choices);
         let layout = layout(&members, json.as_bytes());
         Ok(Self {
             json,
@@ -127,25 +126,26 @@ impl Chunk {
 
     /// One SSE event for the client: the chunk with `id` and `model` set,
     /// `usage` cut when asked, every other byte as the upstream sent it.
-    pub fn framed(&self, id: &str, model: &str, drop_usage: bool) -> Bytes {
+    pub fn framed(&self, label: &Label, drop_usage: bool) -> Bytes {
         let Some(l) = &self.layout else {
-            return frame_tree(self.to_value(), id, model, drop_usage);
+            return frame_tree(self.to_value(), label, drop_usage);
         };
         let cut = l.usage.clone().filter(|_| drop_usage);
         let mut edits = [
-            Some((l.id.clone(), Some(id))),
-            Some((l.model.clone(), Some(model))),
+            Some((l.id.clone(), Some(&label.id_json[..]))),
+            Some((l.model.clone(), Some(&label.model_json[..]))),
             cut.map(|r| (r, None)),
         ];
         edits.sort_unstable_by_key(|e| e.as_ref().map_or(usize::MAX, |(r, _)| r.start));
         let json = self.json.as_bytes();
-        let mut out = Vec::with_capacity(json.len() + id.len() + model.len() + 16);
+        let mut out =
+            Vec::with_capacity(json.len() + label.id_json.len() + label.model_json.len() + 16);
         out.extend_from_slice(b"data: ");
         let mut copied = 0;
         for (at, value) in edits.into_iter().flatten() {
             out.extend_from_slice(&json[copied..at.start]);
             if let Some(v) = value {
-                write_str(&mut out, v);
+                out.extend_from_slice(v);
             }
             copied = at.end;
         }
@@ -155,15 +155,40 @@ impl Chunk {
     }
 }
 
+/// The `id` and `model` every chunk of one answer is given, written as JSON
+/// strings once per answer rather than once per chunk.
+pub struct Label {
+    id: String,
+    model: String,
+    id_json: Vec<u8>,
+    model_json: Vec<u8>,
+}
+
+impl Label {
+    pub fn new(id: &str, model: &str) -> Self {
+        let json = |s: &str| {
+            let mut out = Vec::with_capacity(s.len() + 2);
+            write_str(&mut out, s);
+            out
+        };
+        Self {
+            id: id.to_owned(),
+            model: model.to_owned(),
+            id_json: json(id),
+            model_json: json(model),
+        }
+    }
+}
+
 /// Frames a chunk held as a tree: the rare layouts `Chunk::framed` does not
 /// splice, and chunks the gateway reworked (a continuation's seam).
-pub fn frame_tree(mut v: Value, id: &str, model: &str, drop_usage: bool) -> Bytes {
+pub fn frame_tree(mut v: Value, label: &Label, drop_usage: bool) -> Bytes {
     if let Value::Object(o) = &mut v {
         if drop_usage {
             o.remove("usage");
         }
-        o.insert("id".into(), Value::String(id.to_owned()));
-        o.insert("model".into(), Value::String(model.to_owned()));
+        o.insert("id".into(), Value::String(label.id.clone()));
+        o.insert("model".into(), Value::String(label.model.clone()));
     }
     let mut out = Vec::with_capacity(256);
     encode_data(&mut out, &v.to_string());
@@ -205,6 +230,59 @@ fn layout(members: &Members, json: &[u8]) -> Option<Layout> {
         model: members.span(json, model),
         usage,
     })
+}
+
+/// The `choices` member, when it is an array. Read in one typed pass when
+/// every choice has the shape OpenAI gives it; otherwise element by
+/// element, as leniently as a tree lookup (`Choice::read`).
+fn read_choices(raw: &RawValue) -> Option<Vec<Choice>> {
+    if !raw.get().starts_with('[') {
+        return None;
+    }
+    if let Ok(typed) = serde_json::from_str::<Vec<TypedChoice>>(raw.get()) {
+        return Some(typed.into_iter().map(Choice::from).collect());
+    }
+    let all = serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?;
+    Some(all.into_iter().map(Choice::read).collect())
+}
+
+/// A choice as OpenAI shapes it; any other shape (or a repeated field)
+/// fails this and is read leniently instead.
+#[derive(Deserialize)]
+struct TypedChoice<'a> {
+    #[serde(borrow, default)]
+    index: Option<&'a RawValue>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    delta: Option<TypedDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TypedDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<IgnoredAny>,
+}
+
+impl From<TypedChoice<'_>> for Choice {
+    fn from(c: TypedChoice) -> Choice {
+        Choice {
+            index: c
+                .index
+                .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
+                .unwrap_or(0),
+            finished: c.finish_reason.is_some(),
+            tool_call: c
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.tool_calls.is_some() || d.function_call.is_some()),
+            content: c.delta.and_then(|d| d.content).map(Cow::into_owned),
+        }
+    }
 }
 
 /// The fields of a choice the gateway reads; the rest is skipped.

@@ -27,7 +27,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-pub use chunk::{frame_tree, BadChunk, Choice, Chunk};
+pub use chunk::{frame_tree, BadChunk, Choice, Chunk, Label};
 pub use completion::Completion;
 pub use failure::{FailureKind, UpstreamError};
 pub use usage::Usage;

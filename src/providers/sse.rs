@@ -132,7 +132,7 @@ impl SseParser {
                     continue;
                 }
             }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', rest) {
                 Some(pos) => {
                     let (head, tail) = rest.split_at(pos);
                     self.append_to_line(head)?;
@@ -209,7 +209,11 @@ impl SseParser {
         } else {
             // Lossy decoding is what the spec mandates (UTF-8 decode with
             // replacement); a line is complete here, so no character is split.
-            let text = String::from_utf8_lossy(content);
+            // Valid text, the usual case, is checked by the faster routine.
+            let text = match std::str::from_utf8(content) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(content),
+            };
             self.process_field(&text)
         };
         if line.capacity() <= RETAINED_LINE_CAPACITY {

@@ -34,14 +34,14 @@ const OPENAI: &str = r#"{"id":"chatcmpl-up","object":"chat.completion.chunk","cr
 #[test]
 fn framing_replaces_id_and_model_in_place_and_keeps_every_other_byte() {
     let c = parsed(OPENAI);
-    let out = data(&c.framed("req-\"1\"", "fast", false));
+    let out = data(&c.framed(&Label::new("req-\"1\"", "fast"), false));
     assert_eq!(
         out,
         OPENAI
             .replace(r#""id":"chatcmpl-up""#, r#""id":"req-\"1\"""#)
             .replace(r#""model":"gpt-4o-2024""#, r#""model":"fast""#)
     );
-    let cut = data(&c.framed("r", "m", true));
+    let cut = data(&c.framed(&Label::new("r", "m"), true));
     assert_eq!(
         cut,
         OPENAI
@@ -77,7 +77,8 @@ fn usage_is_read_and_cut_wherever_it_stands() {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (9, 4), "{text}");
         assert!(c.layout.is_some(), "{text}");
         for drop in [true, false] {
-            let out: Value = serde_json::from_str(&data(&c.framed("id-1", "m-1", drop))).unwrap();
+            let out: Value =
+                serde_json::from_str(&data(&c.framed(&Label::new("id-1", "m-1"), drop))).unwrap();
             assert_eq!(
                 out,
                 by_tree(text, "id-1", "m-1", drop),
@@ -102,7 +103,8 @@ fn layouts_it_cannot_splice_go_through_a_tree_with_the_same_result() {
     for text in texts {
         let c = parsed(text);
         for drop in [true, false] {
-            let out: Value = serde_json::from_str(&data(&c.framed("i", "m", drop))).unwrap();
+            let out: Value =
+                serde_json::from_str(&data(&c.framed(&Label::new("i", "m"), drop))).unwrap();
             assert_eq!(out, by_tree(text, "i", "m", drop), "{text} drop={drop}");
         }
     }
@@ -224,7 +226,42 @@ proptest! {
         let body: Vec<String> = members.iter().map(|(m, a, b)| format!("{a}{m}{b}")).collect();
         let text = format!(" {{{}}} ", body.join(","));
         let c = parsed(&text);
-        let out: Value = serde_json::from_str(&data(&c.framed("req-9", "route", drop))).unwrap();
+        let out: Value = serde_json::from_str(&data(&c.framed(&Label::new("req-9", "route"), drop))).unwrap();
         prop_assert_eq!(out, by_tree(&text, "req-9", "route", drop));
+    }
+}
+
+/// One element of a generated `choices` array, as text.
+fn choice() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just(
+            r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#
+        ),
+        Just(r#"{"index":0,"delta":{"content":"caf\u00e9"},"finish_reason":null}"#),
+        Just(r#"{"index":2,"delta":{},"finish_reason":"stop"}"#),
+        Just(r#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}"#),
+        Just(r#"{"delta":{"function_call":null,"content":null}}"#),
+        Just(r#"{"index":1,"delta":{"content":"a"},"delta":{"content":"b"}}"#),
+        Just(r#"{"index":"1","delta":{"content":7}}"#),
+        Just(r#"{"delta":[]}"#),
+        Just("null"),
+    ]
+}
+
+proptest! {
+    /// The one-pass typed read of `choices` and the lenient element-by-element
+    /// read agree on every array, whichever of them ends up reading it.
+    #[test]
+    fn the_typed_read_of_choices_agrees_with_the_lenient_one(
+        picked in proptest::collection::vec(choice(), 0..5),
+    ) {
+        let text = format!("[{}]", picked.join(","));
+        let raw: &RawValue = serde_json::from_str(&text).unwrap();
+        let lenient: Vec<Choice> = serde_json::from_str::<Vec<&RawValue>>(&text)
+            .unwrap()
+            .into_iter()
+            .map(Choice::read)
+            .collect();
+        prop_assert_eq!(read_choices(raw), Some(lenient));
     }
 }
