@@ -9,17 +9,15 @@
 //! most of the router's ~950,000 instructions per 22-chunk stream
 //! (callgrind, docs/performance.md).
 
-use std::borrow::Cow;
+mod read;
+
 use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::members::{write_str, Members, Span};
+use super::members::{write_str, Span};
 use super::sse::encode_data;
 use super::Usage;
 
@@ -82,20 +80,20 @@ impl Chunk {
             // are whitespace; if the text is not valid, the scan says so.
             json = json.replace(['\n', '\r'], " ");
         }
-        let members = Members::read_str(&json).map_err(|e| {
-            BadChunk::Invalid(format!("upstream sent an invalid stream chunk: {e}"))
-        })?;
-        if let Some(err) = members.get("error") {
-            return Err(BadChunk::Reported(reported_message(err)));
+        let read = match read::typed(&json) {
+            Some(read) => read,
+            None => read::lenient(&json).map_err(|e| {
+                BadChunk::Invalid(format!("upstream sent an invalid stream chunk: {e}"))
+            })?,
+        };
+        if let Some(message) = read.error {
+            return Err(BadChunk::Reported(message));
         }
-        let usage = members.usage();
-        let choices = members.get("choices").and_then(read_choices);
-        let layout = layout(&members, json.as_bytes());
         Ok(Self {
             json,
-            layout,
-            usage,
-            choices,
+            layout: read.layout,
+            usage: read.usage,
+            choices: read.choices,
         })
     }
 
@@ -193,158 +191,6 @@ pub fn frame_tree(mut v: Value, label: &Label, drop_usage: bool) -> Bytes {
     let mut out = Vec::with_capacity(256);
     encode_data(&mut out, &v.to_string());
     Bytes::from(out)
-}
-
-/// `error.message`, or a stand-in when the upstream gave none.
-fn reported_message(err: &RawValue) -> String {
-    serde_json::from_str::<Value>(err.get())
-        .ok()
-        .and_then(|v| {
-            v.pointer("/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "upstream reported an error mid-stream".to_owned())
-}
-
-/// Where `id`, `model` and the `usage` member are; `None` when a fast
-/// splice cannot be done (see `Chunk::layout`).
-fn layout(members: &Members, json: &[u8]) -> Option<Layout> {
-    let id = members.only("id").ok()??;
-    let model = members.only("model").ok()??;
-    let usage = match members.only("usage").ok()? {
-        None => None,
-        // After another member: cut from that member's end, comma included.
-        Some(i) if i > 0 => Some(members.span(json, i - 1).end..members.span(json, i).end),
-        // First (and, with id and model present, not last): cut from the
-        // brace to the comma after it.
-        Some(_) => {
-            let open = json.iter().position(|&b| b == b'{')? + 1;
-            let end = members.span(json, 0).end;
-            let comma = end + json[end..].iter().position(|&b| b == b',')?;
-            Some(open..comma + 1)
-        }
-    };
-    Some(Layout {
-        id: members.span(json, id),
-        model: members.span(json, model),
-        usage,
-    })
-}
-
-/// The `choices` member, when it is an array. Read in one typed pass when
-/// every choice has the shape OpenAI gives it; otherwise element by
-/// element, as leniently as a tree lookup (`Choice::read`).
-fn read_choices(raw: &RawValue) -> Option<Vec<Choice>> {
-    if !raw.get().starts_with('[') {
-        return None;
-    }
-    if let Ok(typed) = serde_json::from_str::<Vec<TypedChoice>>(raw.get()) {
-        return Some(typed.into_iter().map(Choice::from).collect());
-    }
-    let all = serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?;
-    Some(all.into_iter().map(Choice::read).collect())
-}
-
-/// A choice as OpenAI shapes it; any other shape (or a repeated field)
-/// fails this and is read leniently instead.
-#[derive(Deserialize)]
-struct TypedChoice<'a> {
-    #[serde(borrow, default)]
-    index: Option<&'a RawValue>,
-    #[serde(default)]
-    finish_reason: Option<IgnoredAny>,
-    #[serde(borrow, default)]
-    delta: Option<TypedDelta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct TypedDelta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
-    #[serde(default)]
-    function_call: Option<IgnoredAny>,
-}
-
-impl From<TypedChoice<'_>> for Choice {
-    fn from(c: TypedChoice) -> Choice {
-        Choice {
-            index: c
-                .index
-                .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
-                .unwrap_or(0),
-            finished: c.finish_reason.is_some(),
-            tool_call: c
-                .delta
-                .as_ref()
-                .is_some_and(|d| d.tool_calls.is_some() || d.function_call.is_some()),
-            content: c.delta.and_then(|d| d.content).map(Cow::into_owned),
-        }
-    }
-}
-
-/// The fields of a choice the gateway reads; the rest is skipped.
-#[derive(Deserialize)]
-struct ChoiceView<'a> {
-    #[serde(borrow, default)]
-    index: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    finish_reason: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    delta: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct DeltaView<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    function_call: Option<&'a RawValue>,
-}
-
-impl Choice {
-    /// Reads one element of `choices`; one that is not an object reads as
-    /// an empty choice, as a tree lookup would.
-    fn read(raw: &RawValue) -> Choice {
-        if !raw.get().starts_with('{') {
-            return Choice::default();
-        }
-        Self::from_text(raw.get())
-            .or_else(|| {
-                // A repeated field somewhere: read the tree's view of it
-                // (the last occurrence wins), written without repeats.
-                let canonical = serde_json::from_str::<Value>(raw.get()).ok()?.to_string();
-                Self::from_text(&canonical)
-            })
-            .unwrap_or_default()
-    }
-
-    fn from_text(text: &str) -> Option<Choice> {
-        let view = serde_json::from_str::<ChoiceView>(text).ok()?;
-        let delta = match view.delta {
-            Some(d) if d.get().starts_with('{') => {
-                Some(serde_json::from_str::<DeltaView>(d.get()).ok()?)
-            }
-            _ => None,
-        };
-        Some(Choice {
-            index: view
-                .index
-                .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
-                .unwrap_or(0),
-            finished: view.finish_reason.is_some(),
-            tool_call: delta
-                .as_ref()
-                .is_some_and(|d| d.tool_calls.is_some() || d.function_call.is_some()),
-            content: delta
-                .and_then(|d| d.content)
-                .and_then(|c| serde_json::from_str::<String>(c.get()).ok()),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ async fn stream_chunks_pass_through_byte_for_byte_but_their_id_model_and_unasked
                     c
                 } else {
                     c.replace(",\"usage\":null", "")
-                        .replace(", \"usage\" : null", "")
+                        .replace("\"usage\" : null ,", "")
                 };
                 format!("data: {c}\n\n")
             })

@@ -1,6 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 fn parsed(text: &str) -> Chunk {
     Chunk::parse(text.to_owned()).expect("a valid chunk")
@@ -112,6 +113,28 @@ fn layouts_it_cannot_splice_go_through_a_tree_with_the_same_result() {
     assert_eq!(parsed(texts[3]).usage().map(|u| u.prompt_tokens), Some(2));
     // Line breaks became spaces, so this one still splices.
     assert!(parsed(texts[5]).layout.is_some());
+}
+
+#[test]
+fn the_one_pass_read_takes_openai_chunks_and_declines_other_shapes() {
+    assert!(read::typed(OPENAI).is_some());
+    for other in [
+        r#"{"id":"a","model":"b","id":"c","choices":[]}"#,
+        r#"{"id":"a","model":"b","choices":[7]}"#,
+        r#"{"id":"a","model":"b","choices":[{"delta":"x"}]}"#,
+        r#"{"id":"a","model":"b","choices":[{"delta":{"content":1}}]}"#,
+        r#"{"id":"a","model":"b","choices":{}}"#,
+        "[]",
+    ] {
+        assert!(read::typed(other).is_none(), "{other}");
+    }
+    // A name written with escapes is still `usage`, but is not cut in place.
+    let escaped = r#"{"id":"a","model":"b","choices":[],"us\u0061ge":{"prompt_tokens":3}}"#;
+    let c = parsed(escaped);
+    assert_eq!(c.usage().map(|u| u.prompt_tokens), Some(3));
+    assert!(c.layout.is_none());
+    let out: Value = serde_json::from_str(&data(&c.framed(&Label::new("i", "m"), true))).unwrap();
+    assert_eq!(out, by_tree(escaped, "i", "m", true));
 }
 
 #[test]
@@ -228,6 +251,10 @@ proptest! {
         let c = parsed(&text);
         let out: Value = serde_json::from_str(&data(&c.framed(&Label::new("req-9", "route"), drop))).unwrap();
         prop_assert_eq!(out, by_tree(&text, "req-9", "route", drop));
+        // Whichever reader took it, the other reads the same.
+        if let Some(one_pass) = read::typed(&text) {
+            prop_assert_eq!(one_pass, read::lenient(&text).unwrap());
+        }
     }
 }
 
@@ -260,8 +287,8 @@ proptest! {
         let lenient: Vec<Choice> = serde_json::from_str::<Vec<&RawValue>>(&text)
             .unwrap()
             .into_iter()
-            .map(Choice::read)
+            .map(read::lenient_choice)
             .collect();
-        prop_assert_eq!(read_choices(raw), Some(lenient));
+        prop_assert_eq!(read::choices(raw), Some(lenient));
     }
 }
