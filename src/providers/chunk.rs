@@ -27,8 +27,8 @@ pub struct Chunk {
     /// JSON) turned into spaces so it frames as a single `data:` line.
     json: String,
     /// Where the members the gateway edits are; `None` when the chunk lacks
-    /// `id` or `model` or repeats a name it edits (then it is framed
-    /// through a tree instead).
+    /// `id` or `model`, repeats a name it edits, or writes `usage` with
+    /// escapes (then it is framed through a tree instead).
     layout: Option<Layout>,
     usage: Option<Usage>,
     /// `None` when there is no `choices` array.

@@ -60,12 +60,16 @@ impl<'a> Members<'a> {
 
     /// The `usage` member, when it is a well-formed usage object.
     pub(super) fn usage(&self) -> Option<Usage> {
-        let raw = self.get("usage")?;
-        if raw.get() == "null" {
-            return None;
-        }
-        parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
+        usage_of(self.get("usage")?)
     }
+}
+
+/// A usage object's counts; `None` for `null` or any other shape.
+pub(super) fn usage_of(raw: &RawValue) -> Option<Usage> {
+    if raw.get() == "null" {
+        return None;
+    }
+    parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {

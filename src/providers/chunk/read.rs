@@ -18,8 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::super::members::{Key, Members, Span};
-use super::super::openai::parse_usage;
+use super::super::members::{usage_of, Key, Members, Span};
 use super::super::Usage;
 use super::{Choice, Layout};
 
@@ -74,7 +73,7 @@ pub(super) fn lenient(json: &str) -> Result<Read, serde_json::Error> {
     let members = Members::read_str(json)?;
     Ok(Read {
         layout: layout(&members, json.as_bytes()),
-        usage: members.get("usage").and_then(usage_of),
+        usage: members.usage(),
         choices: members.get("choices").and_then(choices),
         error: members.get("error").map(reported_message),
     })
@@ -127,14 +126,6 @@ fn usage_cut(json: &[u8], value: Span) -> Option<Range<usize>> {
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())?;
     (json[before] == b',').then_some(before..value.end)
-}
-
-/// A usage object's counts; `None` for `null` or any other shape.
-fn usage_of(raw: &RawValue) -> Option<Usage> {
-    if raw.get() == "null" {
-        return None;
-    }
-    parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
 }
 
 /// `error.message`, or a stand-in when the upstream gave none.
