@@ -15,7 +15,7 @@ use super::pipeline::{ChatReply, Meta};
 use super::receipt::Receipt;
 use super::validate::Checked;
 use super::Gateway;
-use crate::providers::sse::encode_data;
+use crate::providers::{frame_tree, Label};
 
 #[expect(
     clippy::too_many_arguments,
@@ -79,19 +79,11 @@ pub(super) fn serve(
     if !checked.stream {
         return ChatReply::Complete(body);
     }
-    let mut frames = Vec::new();
-    for mut chunk in as_chunks(&body.to_value()) {
-        if let Value::Object(o) = &mut chunk {
-            o.insert("id".into(), Value::String(meta.request_id.clone()));
-            o.insert(
-                "model".into(),
-                Value::String(entry.name.as_str().to_owned()),
-            );
-        }
-        let mut out = Vec::new();
-        encode_data(&mut out, &chunk.to_string());
-        frames.push(Ok(Bytes::from(out)));
-    }
+    let label = Label::new(&meta.request_id, entry.name.as_str());
+    let mut frames: Vec<_> = as_chunks(&body.to_value())
+        .into_iter()
+        .map(|chunk| Ok(frame_tree(chunk, &label, false)))
+        .collect();
     frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
     ChatReply::Stream(Box::pin(futures_util::stream::iter(frames)))
 }

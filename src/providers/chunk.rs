@@ -17,7 +17,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::members::{write_str, Span};
+use super::members::{quoted, Span};
 use super::sse::encode_data;
 use super::Usage;
 
@@ -164,16 +164,11 @@ pub struct Label {
 
 impl Label {
     pub fn new(id: &str, model: &str) -> Self {
-        let json = |s: &str| {
-            let mut out = Vec::with_capacity(s.len() + 2);
-            write_str(&mut out, s);
-            out
-        };
         Self {
             id: id.to_owned(),
             model: model.to_owned(),
-            id_json: json(id),
-            model_json: json(model),
+            id_json: quoted(id),
+            model_json: quoted(model),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::members::{write_str, Members};
+use super::members::{quoted, Members};
 use super::Usage;
 
 /// Valid JSON: an object whose `choices` member is an array.
@@ -176,12 +176,6 @@ impl Field {
             Field::Model => b",\"model\":",
         }
     }
-}
-
-fn quoted(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    write_str(&mut out, s);
-    out
 }
 
 /// Where `id`, `model` and the closing brace are in `json`, the text the

@@ -114,8 +114,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
-/// Writes `s` as a JSON string.
-pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+/// `s` written as a JSON string.
+pub(super) fn quoted(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
     // Writing a &str to a Vec cannot fail.
-    let _ = serde_json::to_writer(out, s);
+    let _ = serde_json::to_writer(&mut out, s);
+    out
 }

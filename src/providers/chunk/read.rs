@@ -280,59 +280,20 @@ fn index_of(raw: Option<&RawValue>) -> u64 {
         .unwrap_or(0)
 }
 
-/// The fields of a choice of any shape, each left as text.
-#[derive(Deserialize)]
-struct ChoiceView<'a> {
-    #[serde(borrow, default)]
-    index: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    finish_reason: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    delta: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct DeltaView<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    function_call: Option<&'a RawValue>,
-}
-
-/// One element of `choices`; one that is not an object reads as an empty
-/// choice, as a tree lookup would.
+/// One element of `choices` in a shape the typed reader declines, read as
+/// a tree lookup reads it: a member of the wrong type is absent, and of
+/// repeated names the last counts. Rare, so a tree is fine here.
 pub(super) fn lenient_choice(raw: &RawValue) -> Choice {
-    if !raw.get().starts_with('{') {
-        return Choice::default();
-    }
-    choice_from_text(raw.get())
-        .or_else(|| {
-            // A repeated field somewhere: read the tree's view of it (the
-            // last occurrence wins), written without repeats.
-            let canonical = serde_json::from_str::<Value>(raw.get()).ok()?.to_string();
-            choice_from_text(&canonical)
-        })
-        .unwrap_or_default()
-}
-
-fn choice_from_text(text: &str) -> Option<Choice> {
-    let view = serde_json::from_str::<ChoiceView>(text).ok()?;
-    let delta = match view.delta {
-        Some(d) if d.get().starts_with('{') => {
-            Some(serde_json::from_str::<DeltaView>(d.get()).ok()?)
-        }
-        _ => None,
-    };
-    Some(Choice {
-        index: index_of(view.index),
-        finished: view.finish_reason.is_some(),
-        tool_call: delta
-            .as_ref()
-            .is_some_and(|d| d.tool_calls.is_some() || d.function_call.is_some()),
+    let c = serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+    let delta = c.get("delta").filter(|d| d.is_object());
+    let set = |key| delta.and_then(|d| d.get(key)).is_some_and(|v| !v.is_null());
+    Choice {
+        index: c.get("index").and_then(Value::as_u64).unwrap_or(0),
+        finished: c.get("finish_reason").is_some_and(|f| !f.is_null()),
+        tool_call: set("tool_calls") || set("function_call"),
         content: delta
-            .and_then(|d| d.content)
-            .and_then(|c| serde_json::from_str::<String>(c.get()).ok()),
-    })
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
 }
