@@ -410,13 +410,23 @@ impl LearningWriter {
             }
             let state = self.writers[i].state();
             let version = RouteLearner::version(state);
-            let value = match serde_json::to_value(state) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "Serialising a policy failed.");
-                    continue;
-                }
-            };
+            // Writing out every matrix took up to 17 ms, long enough to stall
+            // the requests queued behind it on a runtime worker; the clone
+            // shares the arms (`Arc`s) and the JSON is written on a blocking
+            // thread (docs/performance.md).
+            let state = state.clone();
+            let value =
+                match tokio::task::spawn_blocking(move || serde_json::to_value(&state)).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "Serialising a policy failed.");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "The thread serialising a policy failed.");
+                        continue;
+                    }
+                };
             match self
                 .store
                 .save_policy_state(&self.routes[i], &version, &value)

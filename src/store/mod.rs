@@ -13,6 +13,7 @@ pub mod leases;
 pub mod lock;
 pub mod outbox;
 pub mod policies;
+pub mod priority;
 mod queries;
 pub mod records;
 pub mod retention;
@@ -42,6 +43,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} need Postgres (SQLite serves one process)")]
     NeedsPostgres(&'static str),
+    #[error("the batch writer's thread failed: {0}")]
+    WriterThread(String),
 }
 
 /// A connection pool to one of the two backends.

@@ -3,7 +3,8 @@
 //! batches spill to an append-only JSONL file that is replayed once the
 //! database answers again. Replays are idempotent (unique ids).
 //!
-//! Invariant: `Outbox::send` never awaits and never touches the network.
+//! Invariant: `Outbox::send` never awaits and never touches the network,
+//! and no batch is encoded on the runtime's worker threads (`write_beside`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
+use super::priority::Yielding;
 use super::records::Event;
 use super::{Store, StoreError};
 use crate::config::StoreConfig;
@@ -120,7 +123,8 @@ impl OutboxWriter {
     async fn flush(&mut self, buf: &mut Vec<Event>) {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=3 {
-            match self.store.write_batch(buf).await {
+            let keeping_up = self.rx.len() < self.batch_size;
+            match write_beside(&self.store, buf, keeping_up).await {
                 Ok(()) => {
                     metrics::counter!(names::EVENTS_WRITTEN).increment(buf.len() as u64);
                     metrics::histogram!(names::OUTBOX_BATCH_SIZE).record(buf.len() as f64);
@@ -159,6 +163,35 @@ impl OutboxWriter {
             Err(e) => tracing::warn!(error = %e, "Reading the spill file failed."),
         }
     }
+}
+
+/// Writes `buf` from a blocking-pool thread, which drives the write through
+/// the runtime's handle; `buf` comes back with the same events either way.
+///
+/// Why: building a batch's statements is synchronous work (about 30 binds a
+/// row, the feature vector and receipt written as JSON), up to several ms
+/// for a full batch. Polled on a runtime worker it held up every request
+/// queued behind it: at one request in flight, 40 ms per second of worker
+/// polls longer than 200 µs, up to 7.8 ms each (docs/performance.md).
+/// While the queue behind the batch is shorter than a batch (`keeping_up`)
+/// the thread also yields the core to requests (`priority.rs`); a backlog
+/// is written at ordinary priority, so the writer cannot starve.
+async fn write_beside(
+    store: &Store,
+    buf: &mut Vec<Event>,
+    keeping_up: bool,
+) -> Result<(), StoreError> {
+    let batch = Arc::new(std::mem::take(buf));
+    let (store, shared, handle) = (store.clone(), batch.clone(), Handle::current());
+    let written = tokio::task::spawn_blocking(move || {
+        let _yielding = keeping_up.then(Yielding::current_thread);
+        handle.block_on(store.write_batch(&shared))
+    })
+    .await;
+    // The closure and its copy are gone once the join resolves, whether the
+    // write finished, panicked or never started (runtime shutdown).
+    *buf = Arc::try_unwrap(batch).unwrap_or_else(|still_shared| still_shared.as_ref().clone());
+    written.unwrap_or_else(|e| Err(StoreError::WriterThread(e.to_string())))
 }
 
 async fn replay_file(store: &Store, path: &Path, batch_size: usize) -> Result<usize, StoreError> {
