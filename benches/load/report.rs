@@ -47,6 +47,10 @@ pub struct Report {
     pub machine: Vec<String>,
     pub settings: String,
     pub cells: Vec<Cell>,
+    /// Cells in which no request finished inside the window and none
+    /// failed: the side is alive but slower than the window (LiteLLM's
+    /// streams at c = 256 on a slow VM). A number, not a failure.
+    pub unfinished: Vec<String>,
     pub rss_idle_start_kib: u64,
     pub rss_idle_after_matrix_kib: Option<u64>,
     /// A restarted router, before the memory phase.
@@ -118,6 +122,7 @@ impl Report {
             machine,
             settings,
             cells: Vec::new(),
+            unfinished: Vec::new(),
             rss_idle_start_kib: 0,
             rss_idle_after_matrix_kib: None,
             rss_idle_fresh_kib: None,
@@ -151,6 +156,12 @@ impl Report {
             let _ = writeln!(s, "- {m}");
         }
         let _ = writeln!(s, "- {}\n", self.settings);
+        for u in &self.unfinished {
+            let _ = writeln!(s, "- not in the tables: {u}");
+        }
+        if !self.unfinished.is_empty() {
+            let _ = writeln!(s);
+        }
         let mut modes: Vec<&str> = self.cells.iter().map(|c| c.mode.as_str()).collect();
         modes.dedup();
         for mode in modes {
