@@ -65,7 +65,7 @@ pub async fn start_proxy(l: &Layout) -> anyhow::Result<Proc> {
 /// and a `slow` model whose streams the mock holds open.
 pub fn router_config(l: &Layout) -> String {
     let mut s = format!(
-        "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\nspill_path = \"{}\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\nspill_path = \"{}\"\nwriter_yields = true\n\n\
          [[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/v1\"\n\n",
         l.router_port,
         l.out.join("spill.jsonl").display(),

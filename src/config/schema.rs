@@ -281,6 +281,12 @@ pub struct StoreConfig {
     /// Hourly rollups (the dashboards' history) older than this many days are
     /// deleted; unset keeps them (they are small).
     pub rollup_retention_days: Option<u32>,
+    /// Write batches at `SCHED_IDLE` while the writer keeps up, so that a
+    /// request never waits for the CPU behind one (Linux, with
+    /// `CAP_SYS_NICE`). For a router with its core to itself (pinned, or a
+    /// dedicated host): where other processes keep every CPU busy, idle
+    /// writes wait for them, and rows appear late.
+    pub writer_yields: bool,
 }
 
 impl Default for StoreConfig {
@@ -292,6 +298,7 @@ impl Default for StoreConfig {
             spill_path: "switchboard-spill.jsonl".into(),
             retention_days: None,
             rollup_retention_days: None,
+            writer_yields: false,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct OutboxWriter {
     /// How long a batch may fill after its first event (`flush_interval_ms`).
     linger: Duration,
     replay_every: Duration,
+    /// `[store] writer_yields`.
+    yields: bool,
 }
 
 pub fn outbox(store: Store, cfg: &StoreConfig) -> (Outbox, OutboxWriter) {
@@ -70,6 +72,7 @@ pub fn outbox(store: Store, cfg: &StoreConfig) -> (Outbox, OutboxWriter) {
         batch_size: cfg.batch_size,
         linger: Duration::from_millis(cfg.flush_interval_ms),
         replay_every: Duration::from_millis(cfg.flush_interval_ms.max(1) * 25),
+        yields: cfg.writer_yields,
     };
     let depth = metrics::gauge!(names::OUTBOX_DEPTH);
     (Outbox { tx, spill, depth }, writer)
@@ -123,8 +126,8 @@ impl OutboxWriter {
     async fn flush(&mut self, buf: &mut Vec<Event>) {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=3 {
-            let keeping_up = self.rx.len() < self.batch_size;
-            match write_beside(&self.store, buf, keeping_up).await {
+            let yields = self.yields && self.rx.len() < self.batch_size;
+            match write_beside(&self.store, buf, yields).await {
                 Ok(()) => {
                     metrics::counter!(names::EVENTS_WRITTEN).increment(buf.len() as u64);
                     metrics::histogram!(names::OUTBOX_BATCH_SIZE).record(buf.len() as f64);
@@ -173,18 +176,18 @@ impl OutboxWriter {
 /// for a full batch. Polled on a runtime worker it held up every request
 /// queued behind it: at one request in flight, 40 ms per second of worker
 /// polls longer than 200 µs, up to 7.8 ms each (docs/performance.md).
-/// While the queue behind the batch is shorter than a batch (`keeping_up`)
-/// the thread also yields the core to requests (`priority.rs`); a backlog
-/// is written at ordinary priority, so the writer cannot starve.
-async fn write_beside(
-    store: &Store,
-    buf: &mut Vec<Event>,
-    keeping_up: bool,
-) -> Result<(), StoreError> {
+/// From its own thread the kernel preempts it when a request needs the core
+/// (most of the time: perf sched, docs/performance.md). With `yields`
+/// (`[store] writer_yields`, and less than a batch queued behind this one)
+/// the thread also drops to `SCHED_IDLE` (`priority.rs`), so requests always
+/// go first; a backlog is written at ordinary priority, so the router's own
+/// load cannot starve it. Off by default: other processes' load can, and a
+/// CI run of this suite then read its rows late.
+async fn write_beside(store: &Store, buf: &mut Vec<Event>, yields: bool) -> Result<(), StoreError> {
     let batch = Arc::new(std::mem::take(buf));
     let (store, shared, handle) = (store.clone(), batch.clone(), Handle::current());
     let written = tokio::task::spawn_blocking(move || {
-        let _yielding = keeping_up.then(Yielding::current_thread);
+        let _yielding = yields.then(Yielding::current_thread);
         handle.block_on(store.write_batch(&shared))
     })
     .await;
