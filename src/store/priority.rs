@@ -8,9 +8,12 @@
 //! preempts an idle-policy task for any other on wake-up, ahead of slice
 //! protection).
 //!
-//! An idle-policy thread starves on a saturated core, so callers lower a
-//! thread only while their work keeps up, and write a backlog at ordinary
-//! priority. Pool threads are reused: the guard restores what it changed.
+//! An idle-policy thread starves whenever something else keeps the core
+//! busy: the router's own load, so callers lower a thread only while their
+//! work keeps up and write a backlog at ordinary priority; or other
+//! processes, which callers cannot see, so the outbox lowers only when
+//! `[store] writer_yields` says the router has its cores to itself. Pool
+//! threads are reused: the guard restores what it changed.
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20),
 //! which a container does not have by default; a thread that could not be
 //! restored would stay idle for good, so the process first checks, once,
