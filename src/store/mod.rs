@@ -70,6 +70,11 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // A multi-row INSERT with triggers keeps a statement journal;
+                // past 64 KiB SQLite spills it to a temp file, which cost
+                // two `pwrite`s per request row under load (strace,
+                // docs/performance.md). In memory it is a few hundred KiB.
+                .pragma("temp_store", "memory")
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
