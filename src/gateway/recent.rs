@@ -55,13 +55,22 @@ struct Shard {
     order: VecDeque<(Arc<str>, Instant)>,
 }
 
+/// Expired ids forgotten per insert at most. After an idle spell a whole
+/// shard may have expired; forgetting it a few ids per insert keeps every
+/// lock hold short (`get` never returns an expired memo meanwhile).
+const EXPIRED_PER_INSERT: usize = 8;
+
 impl Shard {
-    /// Forgets the oldest ids while more than `keep` are held or they are
-    /// older than `ttl`.
+    /// Forgets the oldest ids while more than `keep` are held, and up to
+    /// `EXPIRED_PER_INSERT` more that are older than `ttl`.
     fn evict(&mut self, now: Instant, keep: usize, ttl: Duration) {
+        let mut expired = 0;
         while let Some((id, at)) = self.order.front() {
-            if self.order.len() <= keep && now.duration_since(*at) < ttl {
-                break;
+            if self.order.len() <= keep {
+                if expired == EXPIRED_PER_INSERT || now.duration_since(*at) < ttl {
+                    break;
+                }
+                expired += 1;
             }
             self.memos.remove(id);
             self.order.pop_front();
@@ -89,8 +98,8 @@ impl RecentDecisions {
 
     fn shard(&self, request_id: &str) -> MutexGuard<'_, Shard> {
         let i = self.table.hasher.hash_one(request_id) as usize % SHARDS;
-        // A panic while holding the lock leaves a consistent map (every
-        // method finishes its few steps or none): keep serving.
+        // Nothing in a shard's few steps panics short of running out of
+        // memory; a poisoned lock is still a usable table: keep serving.
         self.table.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -220,6 +229,27 @@ mod tests {
             1,
             "the expired entry was replaced, not duplicated"
         );
+    }
+
+    #[test]
+    fn eviction_forgets_every_id_over_capacity_but_only_a_few_expired_ones() {
+        let born = Instant::now();
+        let mut shard = Shard::default();
+        for i in 0..100 {
+            let id: Arc<str> = Arc::from(format!("req-{i}").as_str());
+            shard.memos.insert(id.clone(), (Arc::new(memo(0)), born));
+            shard.order.push_back((id, born));
+        }
+        let ttl = Duration::from_secs(60);
+        // Within their ttl: only the count is enforced, all at once.
+        shard.evict(born, 50, ttl);
+        assert_eq!((shard.memos.len(), shard.order.len()), (50, 50));
+        // An hour later all fifty have expired; one step forgets a few.
+        let later = born + Duration::from_secs(3600);
+        shard.evict(later, 50, ttl);
+        assert_eq!(shard.order.len(), 50 - EXPIRED_PER_INSERT);
+        assert_eq!(shard.memos.len(), shard.order.len());
+        assert!(shard.memos.contains_key("req-99") && !shard.memos.contains_key("req-50"));
     }
 
     #[test]
