@@ -50,9 +50,19 @@ struct Table {
 
 #[derive(Default)]
 struct Shard {
-    memos: HashMap<Arc<str>, (Arc<DecisionMemo>, Instant), RandomState>,
-    /// Every id in `memos` once, in the order it was first inserted.
-    order: VecDeque<(Arc<str>, Instant)>,
+    memos: HashMap<Arc<str>, Held, RandomState>,
+    /// Every id in `memos`, in the order it was inserted, tagged with the
+    /// insert's number. An expired id inserted again leaves its old entry
+    /// behind here; that entry no longer matches and is just dropped.
+    order: VecDeque<(Arc<str>, Instant, u64)>,
+    /// Numbers the inserts.
+    inserts: u64,
+}
+
+struct Held {
+    memo: Arc<DecisionMemo>,
+    at: Instant,
+    insert: u64,
 }
 
 /// Expired ids forgotten per insert at most. After an idle spell a whole
@@ -65,14 +75,16 @@ impl Shard {
     /// `EXPIRED_PER_INSERT` more that are older than `ttl`.
     fn evict(&mut self, now: Instant, keep: usize, ttl: Duration) {
         let mut expired = 0;
-        while let Some((id, at)) = self.order.front() {
+        while let Some((id, at, insert)) = self.order.front() {
             if self.order.len() <= keep {
                 if expired == EXPIRED_PER_INSERT || now.duration_since(*at) < ttl {
                     break;
                 }
                 expired += 1;
             }
-            self.memos.remove(id);
+            if self.memos.get(id).is_some_and(|h| h.insert == *insert) {
+                self.memos.remove(id);
+            }
             self.order.pop_front();
         }
     }
@@ -108,18 +120,33 @@ impl RecentDecisions {
     /// Records a decision, or replaces the memo of one already held (it
     /// keeps its age). The newest decision is always admitted.
     pub fn insert(&self, request_id: &str, memo: DecisionMemo) {
-        let now = Instant::now();
+        self.insert_at(request_id, memo, Instant::now());
+    }
+
+    fn insert_at(&self, request_id: &str, memo: DecisionMemo, now: Instant) {
         let t = &self.table;
         let mut shard = self.shard(request_id);
         shard.evict(now, t.per_shard, t.ttl);
         if let Some(held) = shard.memos.get_mut(request_id) {
-            held.0 = Arc::new(memo);
-            return;
+            if now.duration_since(held.at) < t.ttl {
+                held.memo = Arc::new(memo);
+                return;
+            }
+            // Expired but not yet forgotten: inserted afresh below.
         }
         shard.evict(now, t.per_shard - 1, t.ttl);
+        shard.inserts += 1;
+        let insert = shard.inserts;
         let id: Arc<str> = Arc::from(request_id);
-        shard.memos.insert(id.clone(), (Arc::new(memo), now));
-        shard.order.push_back((id, now));
+        shard.memos.insert(
+            id.clone(),
+            Held {
+                memo: Arc::new(memo),
+                at: now,
+                insert,
+            },
+        );
+        shard.order.push_back((id, now, insert));
     }
 
     /// Forgets everything (as a restart would).
@@ -132,9 +159,13 @@ impl RecentDecisions {
     }
 
     pub fn get(&self, request_id: &str) -> Option<Arc<DecisionMemo>> {
+        self.get_at(request_id, Instant::now())
+    }
+
+    fn get_at(&self, request_id: &str, now: Instant) -> Option<Arc<DecisionMemo>> {
         let shard = self.shard(request_id);
-        let (memo, at) = shard.memos.get(request_id)?;
-        (at.elapsed() < self.table.ttl).then(|| memo.clone())
+        let held = shard.memos.get(request_id)?;
+        (now.duration_since(held.at) < self.table.ttl).then(|| held.memo.clone())
     }
 
     /// Decisions held, expired ones not yet evicted included.
@@ -237,8 +268,13 @@ mod tests {
         let mut shard = Shard::default();
         for i in 0..100 {
             let id: Arc<str> = Arc::from(format!("req-{i}").as_str());
-            shard.memos.insert(id.clone(), (Arc::new(memo(0)), born));
-            shard.order.push_back((id, born));
+            let held = Held {
+                memo: Arc::new(memo(0)),
+                at: born,
+                insert: i,
+            };
+            shard.memos.insert(id.clone(), held);
+            shard.order.push_back((id, born, i));
         }
         let ttl = Duration::from_secs(60);
         // Within their ttl: only the count is enforced, all at once.
@@ -250,6 +286,35 @@ mod tests {
         assert_eq!(shard.order.len(), 50 - EXPIRED_PER_INSERT);
         assert_eq!(shard.memos.len(), shard.order.len());
         assert!(shard.memos.contains_key("req-99") && !shard.memos.contains_key("req-50"));
+    }
+
+    #[test]
+    fn an_expired_id_inserted_again_is_held_afresh_and_outlives_its_old_entry() {
+        let ttl = Duration::from_secs(60);
+        let recent = RecentDecisions::new(16 * 1_000, ttl);
+        let born = Instant::now();
+        for i in 0..2_000 {
+            recent.insert_at(&format!("req-{i}"), memo(0), born);
+        }
+        // An hour on, the id's shard still holds far more expired ids than
+        // one insert forgets, its own old entry among them.
+        let later = born + Duration::from_secs(3600);
+        recent.insert_at("req-1999", memo(7), later);
+        let soon = later + Duration::from_secs(1);
+        assert_eq!(
+            recent.get_at("req-1999", soon).and_then(|m| m.model),
+            Some(7)
+        );
+        // Forgetting every expired entry, the old one included, leaves it.
+        for _ in 0..1_000 {
+            recent.shard("req-1999").evict(soon, 1_000, ttl);
+        }
+        assert_eq!(
+            recent.get_at("req-1999", soon).and_then(|m| m.model),
+            Some(7)
+        );
+        let shard = recent.shard("req-1999");
+        assert_eq!((shard.memos.len(), shard.order.len()), (1, 1));
     }
 
     #[test]
