@@ -126,7 +126,6 @@ impl RecentDecisions {
     fn insert_at(&self, request_id: &str, memo: DecisionMemo, now: Instant) {
         let t = &self.table;
         let mut shard = self.shard(request_id);
-        shard.evict(now, t.per_shard, t.ttl);
         if let Some(held) = shard.memos.get_mut(request_id) {
             if now.duration_since(held.at) < t.ttl {
                 held.memo = Arc::new(memo);
