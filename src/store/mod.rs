@@ -33,6 +33,10 @@ pub use records::{Assignment, AttemptRecord, Event, FeedbackRecord, JsonText, Re
 /// The embedded database used when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://switchboard.db";
 
+/// What sqlx's SQLite worker threads (one per connection) are named, so the
+/// outbox can find them and lower them with its batch (`priority.rs`).
+const SQLITE_THREAD_PREFIX: &str = "sb-sqlite-";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported DATABASE_URL scheme in {0:?}: use postgres:// or sqlite://")]
@@ -75,6 +79,7 @@ impl Store {
                 // two `pwrite`s per request row under load (strace,
                 // docs/performance.md). In memory it is a few hundred KiB.
                 .pragma("temp_store", "memory")
+                .thread_name(|id| format!("{SQLITE_THREAD_PREFIX}{id}"))
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -89,6 +94,15 @@ impl Store {
         match self {
             Store::Postgres(_) => "postgres",
             Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The threads of this process that run the store's statements: SQLite's
+    /// workers; none for Postgres, whose work is another process's.
+    pub fn worker_threads(&self) -> Vec<priority::ThreadId> {
+        match self {
+            Store::Postgres(_) => Vec::new(),
+            Store::Sqlite(_) => priority::threads_named(SQLITE_THREAD_PREFIX),
         }
     }
 

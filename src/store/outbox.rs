@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::priority::Yielding;
+use super::priority::{self, Lowering};
 use super::records::Event;
 use super::{Store, StoreError};
 use crate::config::StoreConfig;
@@ -168,6 +168,17 @@ impl OutboxWriter {
     }
 }
 
+/// How long a batch's threads may stay lowered. Lowered, a batch gets only
+/// the CPU that requests leave over, so it takes several times its CPU
+/// time: with a 20 ms cap, at one bandit request in flight, batches outlasted
+/// it and finished at ordinary priority, and the request worker still
+/// waited 0.3 ms or more behind SQLite's threads 166 times in 3 s, against
+/// 29 with this cap (perf sched, docs/performance.md). Past the cap the
+/// threads were most likely starved (the core saturated, or another
+/// process), so they go back to ordinary priority and the batch finishes
+/// normally; its rows then appear at most this much later.
+const LOWERED_AT_MOST: Duration = Duration::from_millis(250);
+
 /// Writes `buf` from a blocking-pool thread, which drives the write through
 /// the runtime's handle; `buf` comes back with the same events either way.
 ///
@@ -179,18 +190,42 @@ impl OutboxWriter {
 /// From its own thread the kernel preempts it when a request needs the core
 /// (most of the time: perf sched, docs/performance.md). With `yields`
 /// (`[store] writer_yields`, and less than a batch queued behind this one)
-/// the thread also drops to `SCHED_IDLE` (`priority.rs`), so requests always
-/// go first; a backlog is written at ordinary priority, so the router's own
-/// load cannot starve it. Off by default: other processes' load can, and a
-/// CI run of this suite then read its rows late.
+/// that thread and the store's own workers (SQLite's) also drop to
+/// `SCHED_IDLE` (`priority.rs`), so requests always go first, for at most
+/// `LOWERED_AT_MOST`; a backlog is written at ordinary priority, so the
+/// router's own load cannot starve it. Off by default: other processes'
+/// load delays idle threads, and a CI run of this suite then read its rows
+/// late.
 async fn write_beside(store: &Store, buf: &mut Vec<Event>, yields: bool) -> Result<(), StoreError> {
     let batch = Arc::new(std::mem::take(buf));
+    let lowering = Arc::new(Lowering::default());
     let (store, shared, handle) = (store.clone(), batch.clone(), Handle::current());
-    let written = tokio::task::spawn_blocking(move || {
-        let _yielding = yields.then(Yielding::current_thread);
-        handle.block_on(store.write_batch(&shared))
-    })
-    .await;
+    let on_thread = lowering.clone();
+    let mut write = tokio::task::spawn_blocking(move || {
+        if yields {
+            let mut threads = store.worker_threads();
+            threads.push(priority::current_thread_id());
+            on_thread.lower(threads);
+        }
+        let written = handle.block_on(store.write_batch(&shared));
+        on_thread.end();
+        written
+    });
+    let written = if yields {
+        match tokio::time::timeout(LOWERED_AT_MOST, &mut write).await {
+            Ok(done) => done,
+            Err(_) => {
+                // Restored from here, a runtime thread at ordinary priority:
+                // a starved thread could not restore itself.
+                if lowering.end() {
+                    metrics::counter!(names::OUTBOX_LOWERING_ENDED).increment(1);
+                }
+                write.await
+            }
+        }
+    } else {
+        write.await
+    };
     // The closure and its copy are gone once the join resolves, whether the
     // write finished, panicked or never started (runtime shutdown).
     *buf = Arc::try_unwrap(batch).unwrap_or_else(|still_shared| still_shared.as_ref().clone());
@@ -270,5 +305,37 @@ impl Spill {
             return Ok(Some(self.pending.clone()));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A yielding write finds the store's threads by name (SQLite's
+    /// workers) and leaves none of them lowered.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_yielding_write_finds_the_store_threads_and_restores_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("yield.db").display());
+        let store = Store::connect_lazy(&url).expect("sqlite url");
+        store.migrate().await.expect("migrations");
+        let threads = store.worker_threads();
+        assert!(
+            !threads.is_empty(),
+            "SQLite's workers are named {}*",
+            super::super::SQLITE_THREAD_PREFIX
+        );
+        let mut buf = Vec::new();
+        write_beside(&store, &mut buf, true)
+            .await
+            .expect("an empty batch");
+        // Other tests' stores may own some of these threads; none of them
+        // lowers any, so none may be left idle (a thread gone since is -1).
+        for thread in threads {
+            assert_ne!(priority::policy_of(thread), libc::SCHED_IDLE, "{thread}");
+        }
+        store.close().await;
     }
 }

@@ -1,19 +1,22 @@
 //! Background work that yields the core to requests.
 //!
-//! The outbox encodes and writes its batches on a blocking-pool thread
-//! (`outbox::write_beside`). At ordinary priority that thread, when it woke,
-//! held the request worker off a shared core for up to 5.3 ms (perf sched,
-//! docs/performance.md). Marked `SCHED_IDLE` it runs only when nothing else
-//! wants the core, and a request that wakes preempts it at once (the kernel
-//! preempts an idle-policy task for any other on wake-up, ahead of slice
-//! protection).
+//! The outbox encodes its batches on a blocking-pool thread
+//! (`outbox::write_beside`), and with SQLite the statements then run on
+//! sqlx's worker threads, one per connection. At ordinary priority those
+//! threads, when woken, held the request worker off a shared core: up to
+//! 5.3 ms at a time (perf sched), and at one request in flight a long poll's
+//! wall time was three to six times its CPU time (docs/performance.md).
+//! Marked `SCHED_IDLE` they run only when nothing else wants the core, and
+//! a request that wakes preempts them at once (the kernel preempts an
+//! idle-policy task for any other on wake-up, ahead of slice protection).
 //!
 //! An idle-policy thread starves whenever something else keeps the core
-//! busy: the router's own load, so callers lower a thread only while their
-//! work keeps up and write a backlog at ordinary priority; or other
-//! processes, which callers cannot see, so the outbox lowers only when
-//! `[store] writer_yields` says the router has its cores to itself. Pool
-//! threads are reused: the guard restores what it changed.
+//! busy: the router's own load, so callers lower threads only while their
+//! work keeps up, write a backlog at ordinary priority, and cap how long a
+//! lowering lasts (`Lowering::end` from an ordinary-priority thread); or
+//! other processes, which callers cannot see, so the outbox lowers only
+//! when `[store] writer_yields` says the router has its cores to itself.
+//! Threads are reused: the guard restores what it changed.
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20),
 //! which a container does not have by default; a thread that could not be
 //! restored would stay idle for good, so the process first checks, once,
@@ -21,51 +24,141 @@
 //! anything. Elsewhere than Linux nothing changes either.
 #![allow(unsafe_code)]
 
-/// Lowers the calling thread to `SCHED_IDLE` until dropped.
+use std::sync::Mutex;
+
+/// A thread of this process, as the kernel numbers it (its tid).
+pub type ThreadId = i32;
+
+/// The calling thread's id (0 where threads cannot be named this way).
+pub fn current_thread_id() -> ThreadId {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        unsafe { libc::gettid() }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// The ids of this process's threads whose name starts with `prefix`
+/// (names are cut to 15 bytes by the kernel). Empty elsewhere than Linux.
+pub fn threads_named(prefix: &str) -> Vec<ThreadId> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            comm.starts_with(prefix)
+                .then(|| task.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// A thread's scheduling policy (-1 if it is gone), for tests.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn policy_of(id: ThreadId) -> libc::c_int {
+    // SAFETY: the kernel checks the id; no memory is passed.
+    unsafe { libc::sched_getscheduler(id) }
+}
+
+/// Lowers threads to `SCHED_IDLE` until dropped.
 pub struct Yielding {
     #[cfg(target_os = "linux")]
-    restore: Option<(libc::c_int, libc::sched_param)>,
+    restore: Vec<(ThreadId, libc::c_int, libc::sched_param)>,
 }
 
 impl Yielding {
     pub fn current_thread() -> Self {
+        Self::threads([current_thread_id()])
+    }
+
+    /// Lowers each of `ids` that is not idle already (a thread that is was
+    /// lowered by someone else, who restores it) and that the kernel lets
+    /// us lower; a thread that has exited since is skipped.
+    pub fn threads(ids: impl IntoIterator<Item = ThreadId>) -> Self {
         #[cfg(target_os = "linux")]
         {
             Self {
-                restore: linux::lower(),
+                restore: ids.into_iter().filter_map(linux::lower).collect(),
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = ids;
             Self {}
         }
     }
 
-    /// Whether the thread runs lowered (false where the kernel refused).
-    pub fn is_lowered(&self) -> bool {
+    /// How many threads run lowered (none where the kernel refused).
+    pub fn lowered(&self) -> usize {
         #[cfg(target_os = "linux")]
         {
-            self.restore.is_some()
+            self.restore.len()
         }
         #[cfg(not(target_os = "linux"))]
         {
-            false
+            0
         }
+    }
+
+    /// Whether any thread runs lowered.
+    pub fn is_lowered(&self) -> bool {
+        self.lowered() > 0
     }
 }
 
 impl Drop for Yielding {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
-        if let Some((policy, param)) = self.restore.take() {
-            linux::set(policy, &param);
+        for (id, policy, param) in self.restore.drain(..) {
+            linux::set(id, policy, &param);
         }
+    }
+}
+
+/// A lowering that another thread may end early: the worker lowers its
+/// threads with `lower`, and a watchdog at ordinary priority calls `end`
+/// when the work has run too long (starved, most likely). After `end`,
+/// `lower` changes nothing, so a worker that starts late stays ordinary.
+#[derive(Default)]
+pub struct Lowering(Mutex<LoweringState>);
+
+#[derive(Default)]
+enum LoweringState {
+    #[default]
+    NotYet,
+    Lowered(Yielding),
+    Ended,
+}
+
+impl Lowering {
+    /// Lowers `ids` until `end`, unless the lowering has ended already.
+    pub fn lower(&self, ids: impl IntoIterator<Item = ThreadId>) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, LoweringState::NotYet) {
+            *state = LoweringState::Lowered(Yielding::threads(ids));
+        }
+    }
+
+    /// Restores what `lower` changed, and makes later `lower`s no-ops.
+    /// Returns whether anything was lowered until now.
+    pub fn end(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let was = std::mem::replace(&mut *state, LoweringState::Ended);
+        matches!(was, LoweringState::Lowered(ref y) if y.is_lowered())
     }
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
     use std::sync::OnceLock;
+
+    use super::ThreadId;
 
     /// Whether a thread lowered to `SCHED_IDLE` can be restored (checked
     /// once, on a scratch thread that is left lowered if it cannot).
@@ -74,7 +167,7 @@ mod linux {
         *RESTORABLE.get_or_init(|| {
             let probe = std::thread::Builder::new()
                 .name("sb-sched-probe".into())
-                .spawn(|| try_lower().is_some_and(|(policy, param)| set(policy, &param)))
+                .spawn(|| try_lower(0).is_some_and(|(_, policy, param)| set(0, policy, &param)))
                 .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")));
             let ok = probe.unwrap_or(false);
             if !ok {
@@ -88,37 +181,45 @@ mod linux {
     }
 
     /// The thread's policy and parameters before, or `None` if unchanged.
-    pub(super) fn lower() -> Option<(libc::c_int, libc::sched_param)> {
+    pub(super) fn lower(id: ThreadId) -> Option<(ThreadId, libc::c_int, libc::sched_param)> {
         if !restorable() {
             return None;
         }
-        try_lower()
+        try_lower(id)
     }
 
-    fn try_lower() -> Option<(libc::c_int, libc::sched_param)> {
+    fn try_lower(id: ThreadId) -> Option<(ThreadId, libc::c_int, libc::sched_param)> {
         let mut param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread; `param` is a valid, writable
-        // `sched_param` for the duration of the call.
+        // SAFETY: `id` is 0 (the calling thread) or a thread id, which the
+        // kernel checks; `param` is a valid, writable `sched_param` for the
+        // duration of the call.
         let policy = unsafe {
-            let policy = libc::sched_getscheduler(0);
-            if policy < 0 || libc::sched_getparam(0, &mut param) != 0 {
+            let policy = libc::sched_getscheduler(id);
+            if policy < 0 || libc::sched_getparam(id, &mut param) != 0 {
                 return None;
             }
             policy
         };
         if policy == libc::SCHED_IDLE {
-            return None; // already lowered by whoever runs us: leave it so
+            return None; // already lowered by someone else: leave it so
         }
-        set(libc::SCHED_IDLE, &libc::sched_param { sched_priority: 0 }).then_some((policy, param))
+        set(
+            id,
+            libc::SCHED_IDLE,
+            &libc::sched_param { sched_priority: 0 },
+        )
+        .then_some((id, policy, param))
     }
 
-    pub(super) fn set(policy: libc::c_int, param: &libc::sched_param) -> bool {
-        // SAFETY: pid 0 is the calling thread; `param` is a valid
-        // `sched_param` that outlives the call.
-        let ok = unsafe { libc::sched_setscheduler(0, policy, param) } == 0;
+    pub(super) fn set(id: ThreadId, policy: libc::c_int, param: &libc::sched_param) -> bool {
+        // SAFETY: `id` is 0 (the calling thread) or a thread id, which the
+        // kernel checks; `param` is a valid `sched_param` that outlives the
+        // call.
+        let ok = unsafe { libc::sched_setscheduler(id, policy, param) } == 0;
         if !ok {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
+                thread = id,
                 policy,
                 "Changing a background thread's scheduling policy was refused."
             );
@@ -133,8 +234,28 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     fn policy() -> libc::c_int {
-        // SAFETY: pid 0 is the calling thread.
-        unsafe { libc::sched_getscheduler(0) }
+        policy_of(0)
+    }
+
+    /// A named thread that sends its id and then waits until `stop` is
+    /// sent (or dropped), like sqlx's worker between statements.
+    fn parked(
+        name: &str,
+    ) -> (
+        ThreadId,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (id_tx, id_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                id_tx.send(current_thread_id()).expect("test waits");
+                let _ = stop_rx.recv();
+            })
+            .expect("spawn");
+        (id_rx.recv().expect("thread id"), stop_tx, handle)
     }
 
     /// Whether this process may leave SCHED_IDLE again (CAP_SYS_NICE, bit
@@ -206,6 +327,55 @@ mod tests {
         })
         .join()
         .expect("the test thread");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn finds_threads_by_name_and_lowers_them_from_outside() {
+        let (id, stop, handle) = parked("sb-test-named-1");
+        assert_eq!(threads_named("sb-test-named-"), vec![id]);
+        assert!(threads_named("sb-test-nobody-").is_empty());
+        let before = policy_of(id);
+        {
+            let guard = Yielding::threads(threads_named("sb-test-named-"));
+            assert_eq!(guard.lowered(), usize::from(may_restore()));
+            let expected = if may_restore() {
+                libc::SCHED_IDLE
+            } else {
+                before
+            };
+            assert_eq!(policy_of(id), expected);
+            assert_eq!(policy(), before, "the caller is not lowered");
+        }
+        assert_eq!(policy_of(id), before, "restored on drop");
+        drop(stop);
+        handle.join().expect("parked thread");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_ended_lowering_restores_and_then_lowers_nothing() {
+        let (id, stop, handle) = parked("sb-test-ending");
+        let before = policy_of(id);
+
+        let lowering = Lowering::default();
+        lowering.lower([id]);
+        let expected = if may_restore() {
+            libc::SCHED_IDLE
+        } else {
+            before
+        };
+        assert_eq!(policy_of(id), expected);
+        assert_eq!(lowering.end(), may_restore(), "reports what it undid");
+        assert_eq!(policy_of(id), before, "the watchdog restored it");
+
+        // A worker that starts after the deadline stays at ordinary priority.
+        lowering.lower([id]);
+        assert_eq!(policy_of(id), before);
+        assert!(!lowering.end());
+
+        drop(stop);
+        handle.join().expect("parked thread");
     }
 
     /// Without CAP_SYS_NICE (a container's default) nothing is lowered:

@@ -20,6 +20,9 @@ pub mod names {
     pub const EVENTS_WRITTEN: &str = "switchboard_events_written_total";
     pub const EVENTS_SPILLED: &str = "switchboard_events_spilled_total";
     pub const EVENTS_DROPPED: &str = "switchboard_events_dropped_total";
+    /// Batches whose threads ran lowered (`[store] writer_yields`) past
+    /// the cap and were put back to ordinary priority: starved, most likely.
+    pub const OUTBOX_LOWERING_ENDED: &str = "switchboard_outbox_lowering_ended_total";
     /// Drift alarms raised by the learner, by `route`.
     pub const DRIFT_EVENTS: &str = "switchboard_drift_events_total";
     /// Learning updates dropped because the writer's queue was full.
