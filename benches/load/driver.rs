@@ -143,6 +143,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             };
             // One short run per target first: a side that answers nothing stops the run here.
             for t in &ts {
+                focus(Some(t), &proxy, &router, litellm.as_ref())?;
                 // A cold side (LiteLLM's first request) may need a few tries; errors end it.
                 let mut r = loadgen(&l, t, stream, 1, 1.0, 0.0).await?;
                 for _ in 0..9 {
@@ -162,6 +163,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             for &c in &a.levels {
                 for t in &ts {
                     alive(&mut [&mut mock, &mut proxy, &mut router], litellm.as_mut())?;
+                    focus(Some(t), &proxy, &router, litellm.as_ref())?;
                     let cpu0 =
                         procs::cpu_seconds(under_test_pid(t, &proxy, &router, litellm.as_ref()))?;
                     let r = loadgen(&l, t, stream, c, a.duration_s, a.warmup_s).await?;
@@ -200,6 +202,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        focus(None, &proxy, &router, litellm.as_ref())?;
         report.rss_idle_after_matrix_kib = Some(router.rss_kib()?);
     }
 
@@ -229,6 +232,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         .chain(litellm.as_mut())
     {
         p.stop(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Thaws the side `t` measures and freezes the other proxies (the mock
+/// always runs), so each side has the core it is pinned to to itself.
+/// `None` thaws them all.
+fn focus(
+    t: Option<&Target>,
+    proxy: &Proc,
+    router: &Proc,
+    litellm: Option<&Proc>,
+) -> anyhow::Result<()> {
+    let under_test = t.map(|t| under_test_pid(t, proxy, router, litellm));
+    for p in [proxy, router].into_iter().chain(litellm) {
+        p.freeze(under_test.is_some_and(|pid| pid != p.pid()))?;
     }
     Ok(())
 }

@@ -285,7 +285,8 @@ pub struct StoreConfig {
     /// request never waits for the CPU behind one (Linux, with
     /// `CAP_SYS_NICE`). For a router with its core to itself (pinned, or a
     /// dedicated host): where other processes keep every CPU busy, idle
-    /// writes wait for them, and rows appear late.
+    /// writes wait for them, and rows appear late (by at most 250 ms a
+    /// batch: `outbox::LOWERED_AT_MOST`).
     pub writer_yields: bool,
 }
 
