@@ -7,8 +7,10 @@
 //! 5.3 ms at a time (perf sched), and at one request in flight a long poll's
 //! wall time was three to six times its CPU time (docs/performance.md).
 //! Marked `SCHED_IDLE` they run only when nothing else wants the core, and
-//! a request that wakes preempts them at once (the kernel preempts an
-//! idle-policy task for any other on wake-up, ahead of slice protection).
+//! a request that wakes preempts them (the kernel preempts an idle-policy
+//! task for any other on wake-up, ahead of slice protection): at once in
+//! user space, and at the end of a system call on a kernel built without
+//! full preemption (`CONFIG_PREEMPT_NONE`).
 //!
 //! An idle-policy thread starves whenever something else keeps the core
 //! busy: the router's own load, so callers lower threads only while their
