@@ -63,6 +63,7 @@ impl Proc {
         let signal = if frozen { "-STOP" } else { "-CONT" };
         let status = Command::new("kill")
             .args([signal, "--", &format!("-{}", self.pid())])
+            .stderr(Stdio::null())
             .status()?;
         if !status.success() {
             bail!("kill {signal} {} failed ({status})", self.name);
@@ -72,12 +73,9 @@ impl Proc {
 
     /// SIGTERM to the group, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        let group = format!("-{}", self.pid());
         // A frozen group would hold SIGTERM until thawed.
-        let _ = Command::new("kill")
-            .args(["-CONT", "--", &group])
-            .stderr(Stdio::null())
-            .status();
+        let _ = self.freeze(false);
+        let group = format!("-{}", self.pid());
         let _ = Command::new("kill")
             .args(["-TERM", "--", &group])
             .stderr(Stdio::null())
