@@ -18,6 +18,7 @@ pub mod pricing;
 pub mod redact;
 pub mod sse;
 pub mod tokens;
+mod transport;
 pub mod usage;
 
 use std::pin::Pin;
@@ -33,6 +34,7 @@ pub use failure::{FailureKind, UpstreamError};
 pub use usage::Usage;
 
 use crate::config::{Env, ProviderConfig, ProviderKind};
+use transport::{Target, Timeouts, Transport};
 
 /// One chunk of a streamed answer, already in OpenAI's `chat.completion.chunk` shape.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, UpstreamError>> + Send>>;
@@ -58,12 +60,12 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     base_url: String,
-    /// The one endpoint this kind of provider posts to, parsed once: reqwest
-    /// parses a URL given as a string on every request (~7,000 instructions).
-    endpoint: Option<(&'static str, reqwest::Url)>,
+    /// The one endpoint this kind of provider posts to, parsed once: a URL
+    /// given as a string is parsed on every request (~7,000 instructions).
+    endpoint: Option<(&'static str, Target)>,
     /// Shared with each stream's error scrubber (an `Arc` clone, no copy of the key).
     key: Option<std::sync::Arc<SecretString>>,
-    http: reqwest::Client,
+    http: Transport,
     default_max_tokens: u32,
 }
 
@@ -82,24 +84,24 @@ pub enum ProviderSetupError {
 impl Provider {
     pub fn new(cfg: &ProviderConfig, env: &Env) -> Result<Self, ProviderSetupError> {
         let key = resolve_key(cfg, env)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .read_timeout(Duration::from_millis(cfg.read_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ProviderSetupError::Client {
+        let base_url = cfg.base_url.trim_end_matches('/').to_owned();
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(cfg.connect_timeout_ms),
+            read: Duration::from_millis(cfg.read_timeout_ms),
+        };
+        let http = Transport::for_base_url(&base_url, timeouts, env).map_err(|e| {
+            ProviderSetupError::Client {
                 provider: cfg.name.clone(),
                 reason: e.to_string(),
-            })?;
-        let base_url = cfg.base_url.trim_end_matches('/').to_owned();
+            }
+        })?;
         let path = match cfg.kind {
             ProviderKind::Openai => openai::CHAT_PATH,
             ProviderKind::Anthropic => anthropic::client::MESSAGES_PATH,
         };
-        // Unparsable: left to fail on each request as before, with reqwest's error.
-        let endpoint = reqwest::Url::parse(&format!("{base_url}{path}"))
+        // Unparsable: left to fail on each request (config validation
+        // rejects such a base_url before it gets here).
+        let endpoint = Target::parse(&format!("{base_url}{path}"))
             .ok()
             .map(|u| (path, u));
         Ok(Self {
@@ -138,16 +140,45 @@ impl Provider {
 
     /// An error response's body, bounded and scrubbed of keys before anyone
     /// parses, truncates or logs it.
-    async fn error_body(&self, resp: reqwest::Response) -> Vec<u8> {
+    async fn error_body(&self, resp: transport::Response) -> Vec<u8> {
         redact::scrub_bytes(read_error_body(resp).await, self.key())
     }
 
-    /// A POST to `path` under the base URL.
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        match &self.endpoint {
-            Some((p, url)) if *p == path => self.http.post(url.clone()),
-            _ => self.http.post(format!("{}{}", self.base_url, path)),
-        }
+    /// POSTs `body` as JSON to `path` under the base URL, with `headers`.
+    async fn post_json(
+        &self,
+        path: &str,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        body: &impl serde::Serialize,
+    ) -> Result<transport::Response, UpstreamError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| UpstreamError::new(FailureKind::InvalidRequest, e.to_string()))?;
+        let parsed;
+        let target = match &self.endpoint {
+            Some((p, target)) if *p == path => target,
+            _ => {
+                parsed = Target::parse(&format!("{}{}", self.base_url, path))
+                    .map_err(|e| UpstreamError::new(FailureKind::Connect, e))?;
+                &parsed
+            }
+        };
+        self.http.post_json(target, headers, body).await
+    }
+
+    /// A header holding a secret, marked sensitive so no Debug of the
+    /// request (the clients', at trace level) prints it.
+    fn secret_header(
+        name: http::HeaderName,
+        value: &str,
+    ) -> Result<(http::HeaderName, http::HeaderValue), UpstreamError> {
+        let mut v = http::HeaderValue::from_str(value).map_err(|_| {
+            UpstreamError::new(
+                FailureKind::Auth,
+                "the provider key is not a valid HTTP header value",
+            )
+        })?;
+        v.set_sensitive(true);
+        Ok((name, v))
     }
 
     fn key(&self) -> Option<&str> {
@@ -183,10 +214,9 @@ fn scrub_error(mut e: UpstreamError, key: Option<&str>) -> UpstreamError {
 }
 
 /// Reads an error body, bounded so a misbehaving upstream cannot exhaust memory.
-async fn read_error_body(resp: reqwest::Response) -> Vec<u8> {
+async fn read_error_body(mut resp: transport::Response) -> Vec<u8> {
     const LIMIT: usize = 64 * 1024;
     let mut out = Vec::new();
-    let mut resp = resp;
     while let Ok(Some(chunk)) = resp.chunk().await {
         let room = LIMIT.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);

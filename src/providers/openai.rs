@@ -24,19 +24,21 @@ pub(super) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
         model: req.upstream_model,
         stream: req.stream,
     };
-    let mut rb = p.post(CHAT_PATH).json(&body);
+    let mut headers = Vec::with_capacity(1);
     if let Some(key) = p.key() {
-        rb = rb.bearer_auth(key);
+        headers.push(Provider::secret_header(
+            http::header::AUTHORIZATION,
+            &format!("Bearer {key}"),
+        )?);
     }
-    let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
-    let status = resp.status();
-    if !status.is_success() {
+    let resp = p.post_json(CHAT_PATH, headers, &body).await?;
+    if !resp.status.is_success() {
         return Err(error_from_response(p, resp).await);
     }
     if req.stream {
         return Ok(Reply::Stream(chunk_stream(resp)));
     }
-    let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+    let bytes = resp.bytes().await?;
     let body =
         Completion::parse(bytes).map_err(|e| UpstreamError::new(FailureKind::Protocol, e))?;
     let usage = body.usage();
@@ -107,9 +109,12 @@ pub fn parse_usage(v: Option<&Value>) -> Option<Usage> {
     })
 }
 
-pub(super) async fn error_from_response(p: &Provider, resp: reqwest::Response) -> UpstreamError {
-    let status = resp.status().as_u16();
-    let retry = retry_after(resp.headers());
+pub(super) async fn error_from_response(
+    p: &Provider,
+    resp: super::transport::Response,
+) -> UpstreamError {
+    let status = resp.status.as_u16();
+    let retry = retry_after(&resp.headers);
     let body = p.error_body(resp).await;
     UpstreamError::from_info(classify_openai_error(status, &body), status, retry)
 }
@@ -117,8 +122,8 @@ pub(super) async fn error_from_response(p: &Provider, resp: reqwest::Response) -
 /// SSE bytes -> chunks, each kept as the upstream's text. Ends cleanly only on `data: [DONE]`; a stream that
 /// stops without it, or carries an `error` object, yields an error so the
 /// gateway never passes off a truncated answer as complete.
-fn chunk_stream(resp: reqwest::Response) -> super::ChunkStream {
-    let bytes = resp.bytes_stream();
+fn chunk_stream(resp: super::transport::Response) -> super::ChunkStream {
+    let bytes = Box::pin(resp.into_stream());
     let state = (bytes, SseParser::new(), false);
     let stream = futures_util::stream::unfold(state, |(mut bytes, mut parser, done)| async move {
         if done {
@@ -147,9 +152,7 @@ fn chunk_stream(resp: reqwest::Response) -> super::ChunkStream {
                         return Some((Err(err), (bytes, parser, true)));
                     }
                 }
-                Some(Err(e)) => {
-                    return Some((Err(UpstreamError::from_reqwest(e)), (bytes, parser, true)));
-                }
+                Some(Err(e)) => return Some((Err(e), (bytes, parser, true))),
                 None => {
                     let err = UpstreamError::new(
                         FailureKind::Protocol,

@@ -28,26 +28,20 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
             };
             UpstreamError::new(kind, e.to_string())
         })?;
-    let mut rb = p
-        .post(MESSAGES_PATH)
-        .header("anthropic-version", ANTHROPIC_VERSION)
-        .json(&body);
+    let mut headers = vec![(
+        http::HeaderName::from_static("anthropic-version"),
+        http::HeaderValue::from_static(ANTHROPIC_VERSION),
+    )];
     if let Some(key) = p.key() {
-        // Marked sensitive so no Debug of the request (reqwest's or
-        // hyper's, at trace level) prints it.
-        let mut v = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
-            UpstreamError::new(
-                FailureKind::Auth,
-                "the provider key is not a valid HTTP header value",
-            )
-        })?;
-        v.set_sensitive(true);
-        rb = rb.header("x-api-key", v);
+        headers.push(Provider::secret_header(
+            http::HeaderName::from_static("x-api-key"),
+            key,
+        )?);
     }
-    let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
-    let status = resp.status().as_u16();
-    if !resp.status().is_success() {
-        let retry = retry_after(resp.headers());
+    let resp = p.post_json(MESSAGES_PATH, headers, &body).await?;
+    let status = resp.status.as_u16();
+    if !resp.status.is_success() {
+        let retry = retry_after(&resp.headers);
         let body = p.error_body(resp).await;
         return Err(UpstreamError::from_info(
             classify_error(status, &body),
@@ -63,7 +57,7 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
             created,
         )));
     }
-    let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+    let bytes = resp.bytes().await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         UpstreamError::new(
             FailureKind::Protocol,
@@ -88,10 +82,10 @@ fn stream_error(e: StreamError) -> UpstreamError {
 
 /// Anthropic events in, OpenAI chunks out. Usage is always requested from
 /// the translator; the gateway hides it from clients that did not ask.
-fn chunk_stream(resp: reqwest::Response, model: &str, created: i64) -> ChunkStream {
+fn chunk_stream(resp: super::super::transport::Response, model: &str, created: i64) -> ChunkStream {
     let translator = StreamTranslator::new("pending", model, created, true);
     let state = (
-        resp.bytes_stream(),
+        Box::pin(resp.into_stream()),
         SseParser::new(),
         translator,
         std::collections::VecDeque::new(),
@@ -132,12 +126,7 @@ fn chunk_stream(resp: reqwest::Response, model: &str, created: i64) -> ChunkStre
                             return Some((Err(err), (bytes, parser, tr, queue, true)));
                         }
                     }
-                    Some(Err(e)) => {
-                        return Some((
-                            Err(UpstreamError::from_reqwest(e)),
-                            (bytes, parser, tr, queue, true),
-                        ))
-                    }
+                    Some(Err(e)) => return Some((Err(e), (bytes, parser, tr, queue, true))),
                     None => {
                         let err = UpstreamError::new(
                             FailureKind::Protocol,
