@@ -44,7 +44,8 @@ pub struct Timeouts {
 /// A provider's HTTP client.
 pub enum Transport {
     Plain {
-        client: Client<HttpConnector, Full<Bytes>>,
+        /// Boxed: reqwest's client is one pointer, this one ~300 bytes.
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         read_timeout: Duration,
     },
     Full(reqwest::Client),
@@ -94,7 +95,7 @@ impl Transport {
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(connector);
         Self::Plain {
-            client,
+            client: Box::new(client),
             read_timeout: timeouts.read,
         }
     }
