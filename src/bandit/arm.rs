@@ -149,6 +149,12 @@ impl ArmState {
         }
     }
 
+    /// Readies what `estimate` reads, so no decision builds it (the
+    /// quality design's f32 mirror: only its variance enters a decision).
+    pub(crate) fn prime(&self) {
+        self.quality.design.prime_mirror();
+    }
+
     pub(crate) fn estimate(&self, x: &[f64]) -> Estimate {
         let q = &self.quality;
         let o = &self.outcome;

@@ -112,6 +112,17 @@ impl Design {
         self.upper = Upper::default();
     }
 
+    /// Builds the decision's f32 copy of `P` ahead of its first use
+    /// (`Upper::prime`).
+    pub fn prime_mirror(&self) {
+        self.upper.prime(&self.p, self.d);
+    }
+
+    #[cfg(test)]
+    pub fn mirror_is_built(&self) -> bool {
+        self.upper.is_built()
+    }
+
     /// `x^T A^-1 x`: the predictive variance factor. O(d^2).
     #[inline]
     pub fn variance(&self, x: &[f64]) -> f64 {

@@ -77,6 +77,9 @@ impl PolicyWriter {
     /// Takes a validated snapshot (from `PolicySnapshot::new`, or
     /// `from_json` + `prepare`) and publishes it.
     pub fn new(snapshot: PolicySnapshot) -> Self {
+        for arm in &snapshot.arms {
+            arm.prime();
+        }
         let shared = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
         Self {
             state: snapshot,
@@ -106,6 +109,10 @@ impl PolicyWriter {
 
     /// Makes the working state visible to readers; returns its version.
     pub fn publish(&mut self) -> u64 {
+        // Arms unchanged since the last publish are primed already.
+        for arm in &self.state.arms {
+            arm.prime();
+        }
         self.state.version += 1;
         self.shared.store(Arc::new(self.state.clone()));
         self.unpublished = 0;

@@ -369,3 +369,26 @@ fn publish_shares_untouched_arms() {
     assert!(!std::sync::Arc::ptr_eq(&before.arms[1], &after.arms[1]));
     assert_eq!(after.version(), before.version() + 1);
 }
+
+/// A published snapshot's arms carry their decision mirror built, so no
+/// decision builds one; an update clears it only in the writer's copy,
+/// and the next publish builds it again.
+#[test]
+fn published_arms_are_ready_for_decisions() {
+    let (k, d) = (3, 5);
+    let mut w = trained(config(Algorithm::Linucb), k, d);
+    let built = |snap: &PolicySnapshot| {
+        snap.arms
+            .iter()
+            .map(|a| a.quality.design.mirror_is_built())
+            .collect::<Vec<_>>()
+    };
+    let first = w.handle().load_full();
+    assert_eq!(built(&first), vec![true; k]);
+    let mut rng = StdRng::seed_from_u64(5);
+    feed(&mut w, 1, &context(&mut rng, d), 0.7, 1e-4);
+    assert!(!w.state().arms[1].quality.design.mirror_is_built());
+    assert_eq!(built(&first), vec![true; k], "readers keep theirs");
+    w.publish();
+    assert_eq!(built(&w.handle().load_full()), vec![true; k]);
+}
