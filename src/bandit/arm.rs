@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ArmSpec, PolicyConfig};
 use super::drift::{Cusum, DriftEvent, DriftFlags, DriftSignal};
 use super::exact;
+use super::refresh::{Gram, Model};
 use super::ridge::{Design, Noise, Target};
 use crate::domain::ModelName;
 
@@ -93,6 +94,11 @@ pub(crate) struct Estimate {
 pub(crate) struct Scratch {
     px: Vec<f64>,
     gain: Vec<f64>,
+    /// Set: a design due an exact re-inversion is noted in `due` for the
+    /// writer's owner to compute elsewhere, not refreshed in place
+    /// (`refresh.rs`).
+    pub defer: bool,
+    pub due: Option<(usize, Model)>,
 }
 
 impl Scratch {
@@ -193,7 +199,11 @@ impl ArmState {
         // prequential residual's variance is sigma^2 (1 + x^T A^-1 x)).
         q.noise.observe(e / (1.0 + v).sqrt(), gamma);
         if refresh {
-            q.design.refresh(&mut [&mut q.target]);
+            if scratch.defer {
+                scratch.due = Some((index, Model::Quality));
+            } else {
+                q.design.refresh(&mut [&mut q.target]);
+            }
         }
         self.counts.feedback += 1;
         if q.design.updates <= DRIFT_WARMUP {
@@ -237,7 +247,11 @@ impl ArmState {
         o.cost_noise.observe((yc - pc) * scale, gamma);
         o.latency_noise.observe((yl - pl) * scale, gamma);
         if refresh {
-            o.design.refresh(&mut [&mut o.log_cost, &mut o.log_latency]);
+            if scratch.defer {
+                scratch.due = Some((index, Model::Outcome));
+            } else {
+                o.design.refresh(&mut [&mut o.log_cost, &mut o.log_latency]);
+            }
         }
         self.counts.outcomes += 1;
         let z = (yc - pc) / (prior_var * (1.0 + v)).sqrt();
@@ -252,6 +266,40 @@ impl ArmState {
                 signal: DriftSignal::Cost,
                 shift,
             })
+    }
+
+    /// A shared handle to `model`, for a refresh computed elsewhere.
+    pub(crate) fn gram(&self, model: Model) -> Gram {
+        match model {
+            Model::Quality => Gram::Quality(Arc::clone(&self.quality)),
+            Model::Outcome => Gram::Outcome(Arc::clone(&self.outcome)),
+        }
+    }
+
+    /// Whether `gram` is this arm's model as it is now (unchanged since the
+    /// handle was taken).
+    pub(crate) fn holds(&self, gram: &Gram) -> bool {
+        match gram {
+            Gram::Quality(m) => Arc::ptr_eq(m, &self.quality),
+            Gram::Outcome(m) => Arc::ptr_eq(m, &self.outcome),
+        }
+    }
+
+    /// Applies a re-inversion of `model`'s design, computed for its matrix
+    /// as it is now (`None`: not positive definite; the incremental
+    /// inverse stays, as in `Design::refresh`).
+    pub(crate) fn refresh(&mut self, model: Model, inverse: Option<Vec<f64>>) {
+        match model {
+            Model::Quality => {
+                let q = Arc::make_mut(&mut self.quality);
+                q.design.refresh_with(inverse, &mut [&mut q.target]);
+            }
+            Model::Outcome => {
+                let o = Arc::make_mut(&mut self.outcome);
+                o.design
+                    .refresh_with(inverse, &mut [&mut o.log_cost, &mut o.log_latency]);
+            }
+        }
     }
 
     pub(crate) fn record_error(&mut self) {

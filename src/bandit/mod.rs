@@ -31,6 +31,7 @@ mod mirror;
 mod normal;
 mod pacing;
 mod projected;
+mod refresh;
 mod ridge;
 mod snapshot;
 mod writer;
@@ -45,6 +46,7 @@ pub use delta::{ArmDelta, DeltaError, ModelDelta, PolicyDelta};
 pub use drift::{DriftEvent, DriftFlags, DriftSignal, Shift};
 pub use fitted::{FittedArm, LinearFit, TargetFit};
 pub use pacing::{PacingState, LAMBDA_MAX};
+pub use refresh::{Inverse, Refresh};
 pub use snapshot::{PolicySnapshot, RouteSpec, SnapshotError};
 pub use writer::{Outcome, PolicyHandle, PolicyWriter, Quality, UpdateError, UpdateReport};
 

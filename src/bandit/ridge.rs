@@ -164,8 +164,15 @@ impl Design {
     /// recomputed from `b`. On (never expected) failure, keeps the
     /// Sherman–Morrison inverse, which is still a valid posterior.
     pub fn refresh(&mut self, targets: &mut [&mut Target]) {
+        let inverse = linalg::spd_inverse(&self.a, self.d);
+        self.refresh_with(inverse, targets);
+    }
+
+    /// `refresh` with `inverse = spd_inverse(a)` computed elsewhere
+    /// (`refresh.rs`), for this very `a`.
+    pub fn refresh_with(&mut self, inverse: Option<Vec<f64>>, targets: &mut [&mut Target]) {
         self.since_refresh = 0;
-        if let Some(p) = linalg::spd_inverse(&self.a, self.d) {
+        if let Some(p) = inverse {
             self.set_p(p);
             self.pending = 0.0;
             for t in targets.iter_mut() {

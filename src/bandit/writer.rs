@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::arm::Scratch;
 use super::drift::DriftEvent;
+use super::refresh::{Inverse, Refresh};
 use super::snapshot::{PolicySnapshot, RouteSpec, SnapshotError};
 use crate::domain::{ModelName, Reward, Usd};
 use crate::features::Features;
@@ -107,8 +108,46 @@ impl PolicyWriter {
         self.state.label = label.into();
     }
 
+    /// Leaves each exact re-inversion an update makes due to the caller,
+    /// to compute off this thread (`refresh.rs`): after every update,
+    /// `take_refresh`, `Refresh::invert` anywhere, then `finish_refresh`,
+    /// before the next update. A refresh left untaken is done in place
+    /// before the next update or publish, as without this.
+    pub fn defer_refreshes(&mut self) {
+        self.scratch.defer = true;
+    }
+
+    /// The re-inversion the last update made due, if any.
+    pub fn take_refresh(&mut self) -> Option<Refresh> {
+        let (arm, model) = self.scratch.due.take()?;
+        let gram = self.state.arms.get(arm)?.gram(model);
+        Some(Refresh { arm, gram })
+    }
+
+    /// Applies a re-inversion from `take_refresh`. One for a model that has
+    /// changed since (replaced in between) is dropped.
+    pub fn finish_refresh(&mut self, refresh: Refresh, inverse: Inverse) {
+        let model = refresh.model();
+        let Refresh { arm, gram } = refresh;
+        let current = self.state.arms.get(arm).is_some_and(|a| a.holds(&gram));
+        // Released first, so `make_mut` below does not copy the model.
+        drop(gram);
+        if let Some(slot) = self.state.arms.get_mut(arm).filter(|_| current) {
+            Arc::make_mut(slot).refresh(model, inverse.0);
+        }
+    }
+
+    /// Does a refresh left untaken, here.
+    fn settle(&mut self) {
+        if let Some(refresh) = self.take_refresh() {
+            let inverse = refresh.invert();
+            self.finish_refresh(refresh, inverse);
+        }
+    }
+
     /// Makes the working state visible to readers; returns its version.
     pub fn publish(&mut self) -> u64 {
+        self.settle();
         // Arms unchanged since the last publish are primed already.
         for arm in &self.state.arms {
             arm.prime();
@@ -123,6 +162,8 @@ impl PolicyWriter {
     /// activated training result, already `prepare`d for the route) and
     /// publishes it; later updates continue on top of it.
     pub fn replace(&mut self, snapshot: PolicySnapshot) -> u64 {
+        // A refresh due in the state being replaced is moot.
+        self.scratch.due = None;
         self.state = snapshot;
         self.publish()
     }
@@ -130,6 +171,8 @@ impl PolicyWriter {
     /// Applies a route config change (new arms start at their prior; see
     /// `PolicySnapshot::prepare`) and publishes it.
     pub fn reconfigure(&mut self, spec: &RouteSpec) -> Result<u64, SnapshotError> {
+        // Arms may move: a due refresh is done before they do.
+        self.settle();
         self.state = self.state.clone().prepare(spec)?;
         Ok(self.publish())
     }
@@ -156,6 +199,7 @@ impl PolicyWriter {
     /// do not train the cost/latency models (an error's price says nothing
     /// about an answer's price).
     pub fn apply_outcome(&mut self, o: &Outcome) -> Result<UpdateReport, UpdateError> {
+        self.settle();
         let i = self.locate(&o.arm, &o.x)?;
         if !(o.latency_s.is_finite() && o.latency_s >= 0.0) {
             return Err(UpdateError::Latency(o.latency_s));
@@ -194,6 +238,7 @@ impl PolicyWriter {
 
     /// Quality feedback for an earlier request.
     pub fn apply_quality(&mut self, q: &Quality) -> Result<UpdateReport, UpdateError> {
+        self.settle();
         let i = self.locate(&q.arm, &q.x)?;
         let state = &mut self.state;
         let x = state.project(&q.x);

@@ -22,7 +22,7 @@ use crate::bandit::{
 };
 use crate::config::Config;
 use crate::features::FeatureError;
-use crate::store::Store;
+use crate::store::{priority, Store};
 use crate::telemetry::names;
 
 /// How often the writer saves changed state to the store.
@@ -33,6 +33,21 @@ const PERSIST_EVERY: Duration = Duration::from_secs(10);
 /// decision: at one request in flight, two of each per request.
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 const UPDATE_QUEUE: usize = 65_536;
+/// Updates taken from the queue at a time; fewer than this waiting means
+/// the writer keeps up.
+const RECV_BATCH: usize = 256;
+/// How long a re-inversion's thread may stay lowered (`refresh_off_worker`):
+/// the learner waits for it, so past this it finishes at ordinary priority.
+const REFRESH_LOWERED_AT_MOST: Duration = Duration::from_millis(50);
+
+/// A route's policy writer as the learner runs it: its exact re-inversions
+/// are left to the learner to compute off the worker
+/// (`LearningWriter::refresh_off_worker`).
+pub(super) fn route_writer(snapshot: PolicySnapshot) -> PolicyWriter {
+    let mut writer = PolicyWriter::new(snapshot);
+    writer.defer_refreshes();
+    writer
+}
 
 /// `route` is the route's writer slot (`RouteLearner::slot`).
 #[derive(Debug)]
@@ -94,6 +109,9 @@ pub struct LearningWriter {
     replica: Option<(ReplicaTask, mpsc::Sender<scale::ToTask>)>,
     /// Scale-out, while running: cuts deltas, follows reloads and swaps.
     pub(super) tracker: Option<Tracker>,
+    /// `[store] writer_yields`: re-inversions run lowered while the writer
+    /// keeps up, as the outbox's batches do.
+    yields: bool,
 }
 
 impl Learning {
@@ -113,7 +131,7 @@ impl Learning {
         let mut watermarks = Vec::with_capacity(config.routes.len());
         for (slot, (r, entry)) in config.routes.iter().zip(&catalog.routes).enumerate() {
             let prepared = prepare_route(r, config, store, replication.is_some()).await?;
-            let writer = PolicyWriter::new(prepared.snapshot);
+            let writer = route_writer(prepared.snapshot);
             routes.push(
                 prepared
                     .parts
@@ -164,6 +182,7 @@ impl Learning {
             tx: tx.clone(),
             replica,
             tracker: None,
+            yields: config.store.writer_yields,
         };
         Ok((
             Self {
@@ -186,7 +205,7 @@ impl Learning {
 
 impl LearningWriter {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(RECV_BATCH);
         let mut persist = tokio::time::interval(PERSIST_EVERY);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.respawn_watcher(&shutdown);
@@ -204,9 +223,9 @@ impl LearningWriter {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                n = self.rx.recv_many(&mut buf, 256) => {
+                n = self.rx.recv_many(&mut buf, RECV_BATCH) => {
                     if n == 0 { break; }
-                    if self.apply(&mut buf) {
+                    if self.apply(&mut buf).await {
                         self.respawn_watcher(&shutdown);
                     }
                     if self.last_publish.elapsed() >= PUBLISH_EVERY {
@@ -219,8 +238,8 @@ impl LearningWriter {
                 _ = persist.tick(), if self.tracker.is_none() => self.persist().await,
                 _ = shutdown.changed() => {
                     self.rx.close();
-                    while self.rx.recv_many(&mut buf, 256).await > 0 {
-                        self.apply(&mut buf);
+                    while self.rx.recv_many(&mut buf, RECV_BATCH).await > 0 {
+                        self.apply(&mut buf).await;
                     }
                     self.publish_pending();
                     break;
@@ -278,7 +297,7 @@ impl LearningWriter {
 
     /// Applies a batch; the touched routes are published by the run loop
     /// (`PUBLISH_EVERY`). Returns whether the route set changed (a reload).
-    fn apply(&mut self, buf: &mut Vec<Update>) -> bool {
+    async fn apply(&mut self, buf: &mut Vec<Update>) -> bool {
         let mut touched = std::mem::take(&mut self.unpublished);
         touched.resize(self.writers.len(), false);
         let mut reshaped = false;
@@ -331,6 +350,7 @@ impl LearningWriter {
                 }
                 Update::Reshape(_) | Update::Replica(_) => continue,
             };
+            self.refresh_off_worker(route).await;
             match result {
                 Some(Ok(report)) => {
                     touched[route] = true;
@@ -350,6 +370,32 @@ impl LearningWriter {
         }
         self.unpublished = touched;
         reshaped
+    }
+
+    /// Computes the exact re-inversion the last update of `slot` made due
+    /// (if any) on a blocking thread while the learner waits for it, its
+    /// updates queueing meanwhile: the runtime's worker keeps serving
+    /// requests (`bandit::Refresh`). The result is the same as refreshing
+    /// in place, since nothing else touches the writer in between.
+    async fn refresh_off_worker(&mut self, slot: usize) {
+        let Some(refresh) = self.writers.get_mut(slot).and_then(|w| w.take_refresh()) else {
+            return;
+        };
+        let yields = self.yields && self.rx.len() < RECV_BATCH;
+        let (done, capped) =
+            priority::run_beside(yields, REFRESH_LOWERED_AT_MOST, Vec::new, move || {
+                let inverse = refresh.invert();
+                (refresh, inverse)
+            })
+            .await;
+        if capped {
+            metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
+        }
+        match done {
+            Ok((refresh, inverse)) => self.writers[slot].finish_refresh(refresh, inverse),
+            // Its design stays due, so the next update asks again.
+            Err(e) => tracing::warn!(error = %e, "A policy's re-inversion did not finish."),
+        }
     }
 
     fn publish_pending(&mut self) {

@@ -28,7 +28,7 @@ use super::catalog::Catalog;
 use super::learning::{Learning, LearningError, LearningWriter, Update};
 use super::prepare::prepare_route;
 use super::scale::RouteChange;
-use crate::bandit::{PolicyHandle, PolicySnapshot, PolicyWriter, RouteSpec};
+use crate::bandit::{PolicyHandle, PolicySnapshot, RouteSpec};
 use crate::config::Config;
 
 /// How long a reload waits for the writer to take the new route set.
@@ -133,7 +133,7 @@ impl LearningWriter {
                         watermark: route.watermark,
                     });
                 }
-                let writer = PolicyWriter::new(route.fallback);
+                let writer = super::learning::route_writer(route.fallback);
                 out.push((slot, writer.handle()));
                 self.writers.push(writer);
                 self.routes.push(route.name);
@@ -172,7 +172,7 @@ impl LearningWriter {
                     route.fallback
                 }
             };
-            let writer = PolicyWriter::new(snapshot);
+            let writer = super::learning::route_writer(snapshot);
             out.push((slot, writer.handle()));
             self.writers[slot] = writer;
             self.specs[slot] = route.spec;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::priority::{self, Lowering};
+use super::priority;
 use super::records::Event;
 use super::{Store, StoreError};
 use crate::config::StoreConfig;
@@ -198,34 +198,18 @@ const LOWERED_AT_MOST: Duration = Duration::from_millis(250);
 /// late.
 async fn write_beside(store: &Store, buf: &mut Vec<Event>, yields: bool) -> Result<(), StoreError> {
     let batch = Arc::new(std::mem::take(buf));
-    let lowering = Arc::new(Lowering::default());
     let (store, shared, handle) = (store.clone(), batch.clone(), Handle::current());
-    let on_thread = lowering.clone();
-    let mut write = tokio::task::spawn_blocking(move || {
-        if yields {
-            let mut threads = store.worker_threads();
-            threads.push(priority::current_thread_id());
-            on_thread.lower(threads);
-        }
-        let written = handle.block_on(store.write_batch(&shared));
-        on_thread.end();
-        written
-    });
-    let written = if yields {
-        match tokio::time::timeout(LOWERED_AT_MOST, &mut write).await {
-            Ok(done) => done,
-            Err(_) => {
-                // Restored from here, a runtime thread at ordinary priority:
-                // a starved thread could not restore itself.
-                if lowering.end() {
-                    metrics::counter!(names::OUTBOX_LOWERING_ENDED).increment(1);
-                }
-                write.await
-            }
-        }
-    } else {
-        write.await
-    };
+    let sqlite = store.clone();
+    let (written, capped) = priority::run_beside(
+        yields,
+        LOWERED_AT_MOST,
+        move || sqlite.worker_threads(),
+        move || handle.block_on(store.write_batch(&shared)),
+    )
+    .await;
+    if capped {
+        metrics::counter!(names::OUTBOX_LOWERING_ENDED).increment(1);
+    }
     // The closure and its copy are gone once the join resolves, whether the
     // write finished, panicked or never started (runtime shutdown).
     *buf = Arc::try_unwrap(batch).unwrap_or_else(|still_shared| still_shared.as_ref().clone());

@@ -156,6 +156,46 @@ impl Lowering {
     }
 }
 
+/// Runs `work` on a blocking-pool thread and waits for it. With `yields`,
+/// that thread and those `also` names (asked from the thread once it runs)
+/// drop to `SCHED_IDLE` for at most `cap`: past it this task, at ordinary
+/// priority, restores them, since a starved thread cannot restore itself.
+/// Returns the work's result and whether the cap ended a lowering.
+pub async fn run_beside<T, A, F>(
+    yields: bool,
+    cap: std::time::Duration,
+    also: A,
+    work: F,
+) -> (Result<T, tokio::task::JoinError>, bool)
+where
+    T: Send + 'static,
+    A: FnOnce() -> Vec<ThreadId> + Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let lowering = std::sync::Arc::new(Lowering::default());
+    let on_thread = lowering.clone();
+    let mut job = tokio::task::spawn_blocking(move || {
+        if yields {
+            let mut threads = also();
+            threads.push(current_thread_id());
+            on_thread.lower(threads);
+        }
+        let done = work();
+        on_thread.end();
+        done
+    });
+    if !yields {
+        return (job.await, false);
+    }
+    match tokio::time::timeout(cap, &mut job).await {
+        Ok(done) => (done, false),
+        Err(_) => {
+            let capped = lowering.end();
+            (job.await, capped)
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::sync::OnceLock;
@@ -376,6 +416,74 @@ mod tests {
         assert_eq!(policy_of(id), before);
         assert!(!lowering.end());
 
+        drop(stop);
+        handle.join().expect("parked thread");
+    }
+
+    /// `run_beside` runs the work lowered (where it may) with the threads
+    /// it names, and leaves every one as it found it; past the cap the
+    /// caller restores them while the work still runs, and says so.
+    #[tokio::test]
+    #[cfg(target_os = "linux")]
+    async fn work_beside_runs_lowered_and_is_restored() {
+        let (id, stop, handle) = parked("sb-test-beside");
+        let before = policy_of(id);
+        let lowered = if may_restore() {
+            libc::SCHED_IDLE
+        } else {
+            before
+        };
+        let (seen, capped) = run_beside(
+            true,
+            std::time::Duration::from_secs(60),
+            move || vec![id],
+            move || (policy(), policy_of(id), current_thread_id()),
+        )
+        .await;
+        let (own, other, worker) = seen.expect("the work ran");
+        assert_eq!((own, other), (lowered, lowered));
+        assert!(!capped);
+        assert_eq!(policy_of(id), before, "the named thread is restored");
+        assert_ne!(policy_of(worker), libc::SCHED_IDLE, "so is the pool's");
+
+        // Past the cap: restored from here while the work still runs. The
+        // work waits to be released, which happens once the cap has put the
+        // named thread back (at once where nothing is lowered).
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let beside = run_beside(
+            true,
+            std::time::Duration::from_millis(200),
+            move || vec![id],
+            move || {
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(30));
+                policy_of(id)
+            },
+        );
+        let releaser = async {
+            if may_restore() {
+                for want_idle in [true, false] {
+                    for _ in 0..3000 {
+                        if (policy_of(id) == libc::SCHED_IDLE) == want_idle {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            let _ = release.send(());
+        };
+        let ((seen, capped), ()) = tokio::join!(beside, releaser);
+        assert_eq!(
+            seen.expect("the work ran"),
+            before,
+            "restored before it ended"
+        );
+        assert_eq!(capped, may_restore());
+
+        // Not yielding: nothing changes.
+        let (seen, capped) =
+            run_beside(false, std::time::Duration::ZERO, move || vec![id], policy).await;
+        assert_eq!((seen.expect("the work ran"), capped), (before, false));
         drop(stop);
         handle.join().expect("parked thread");
     }

@@ -25,6 +25,9 @@ pub mod names {
     pub const OUTBOX_LOWERING_ENDED: &str = "switchboard_outbox_lowering_ended_total";
     /// Drift alarms raised by the learner, by `route`.
     pub const DRIFT_EVENTS: &str = "switchboard_drift_events_total";
+    /// Policy re-inversions whose thread ran lowered (`[store]
+    /// writer_yields`) past the cap and finished at ordinary priority.
+    pub const LEARNING_LOWERING_ENDED: &str = "switchboard_learning_lowering_ended_total";
     /// Learning updates dropped because the writer's queue was full.
     pub const LEARNING_DROPPED: &str = "switchboard_learning_updates_dropped_total";
     /// Requests that ended in an error, by `route`, `model`, `provider`, `kind`.

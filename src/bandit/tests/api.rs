@@ -392,3 +392,107 @@ fn published_arms_are_ready_for_decisions() {
     w.publish();
     assert_eq!(built(&w.handle().load_full()), vec![true; k]);
 }
+
+fn linucb_writer(k: usize, d: usize) -> PolicyWriter {
+    let budget = BudgetConfig {
+        target_usd_per_request: Some(1e-3),
+    };
+    PolicyWriter::new(PolicySnapshot::new(&spec(d, k, config(Algorithm::Linucb), budget)).unwrap())
+}
+
+/// Re-inversions computed by the caller (as the gateway's learner does, on
+/// another thread) leave the state the same to the bit as refreshing in
+/// place, and so does a deferred one nobody took.
+#[test]
+fn deferred_refreshes_match_refreshing_in_place() {
+    let (k, d) = (3, 5);
+    let mut in_place = linucb_writer(k, d);
+    let mut taken = linucb_writer(k, d);
+    taken.defer_refreshes();
+    let mut untaken = linucb_writer(k, d);
+    untaken.defer_refreshes();
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut refreshes = 0;
+    // Each design is refreshed every 32 updates at this d.
+    for t in 0..400 {
+        let x = context(&mut rng, d);
+        let (reward, cost) = (0.4 + noise(&mut rng, 0.2), 1e-4 * (1 + t % k) as f64);
+        for (i, w) in [&mut in_place, &mut taken, &mut untaken]
+            .into_iter()
+            .enumerate()
+        {
+            let takes = i == 1;
+            let arm = t % k;
+            let x = Features::from(&x[..]);
+            let o = Outcome {
+                arm: name(arm),
+                x: x.clone(),
+                cost_usd: Usd::new(cost).unwrap(),
+                latency_s: 0.5,
+                ok: true,
+            };
+            w.apply_outcome(&o).unwrap();
+            if takes {
+                if let Some(r) = w.take_refresh() {
+                    // Computed on another thread, as the gateway does.
+                    let (r, inverse) = std::thread::spawn(move || {
+                        let inverse = r.invert();
+                        (r, inverse)
+                    })
+                    .join()
+                    .unwrap();
+                    w.finish_refresh(r, inverse);
+                    refreshes += 1;
+                }
+            }
+            let q = Quality {
+                arm: name(arm),
+                x,
+                reward: Reward::new(reward.clamp(0.0, 1.0)).unwrap(),
+            };
+            w.apply_quality(&q).unwrap();
+            if takes {
+                if let Some(r) = w.take_refresh() {
+                    let inverse = r.invert();
+                    w.finish_refresh(r, inverse);
+                    refreshes += 1;
+                }
+            }
+        }
+    }
+    assert!(refreshes >= 20, "only {refreshes} refreshes were deferred");
+    for w in [&mut in_place, &mut taken, &mut untaken] {
+        w.publish();
+    }
+    assert!(
+        in_place.state() == taken.state(),
+        "taken refreshes changed the state"
+    );
+    assert!(
+        in_place.state() == untaken.state(),
+        "untaken refreshes changed the state"
+    );
+}
+
+/// A refresh finished after the state was replaced is not applied to the
+/// new state.
+#[test]
+fn a_refresh_for_a_replaced_state_is_dropped() {
+    let (k, d) = (2, 4);
+    let mut w = linucb_writer(k, d);
+    w.defer_refreshes();
+    let mut rng = StdRng::seed_from_u64(9);
+    let refresh = loop {
+        feed(&mut w, 0, &context(&mut rng, d), 0.5, 1e-4);
+        if let Some(r) = w.take_refresh() {
+            break r;
+        }
+    };
+    let fresh = linucb_writer(k, d).state().clone();
+    w.replace(fresh.clone());
+    let inverse = refresh.invert();
+    w.finish_refresh(refresh, inverse);
+    let mut want = fresh;
+    want.version = w.state().version;
+    assert!(w.state() == &want);
+}
