@@ -286,7 +286,8 @@ pub struct StoreConfig {
     /// `CAP_SYS_NICE`). For a router with its core to itself (pinned, or a
     /// dedicated host): where other processes keep every CPU busy, idle
     /// writes wait for them, and rows appear late (by at most 250 ms a
-    /// batch: `outbox::LOWERED_AT_MOST`).
+    /// batch: `outbox::LOWERED_AT_MOST`). The learner's re-inversions
+    /// yield the same way (by at most 50 ms each: `gateway::learning`).
     pub writer_yields: bool,
 }
 
