@@ -423,15 +423,7 @@ fn deferred_refreshes_match_refreshing_in_place() {
         {
             let takes = i == 1;
             let arm = t % k;
-            let x = Features::from(&x[..]);
-            let o = Outcome {
-                arm: name(arm),
-                x: x.clone(),
-                cost_usd: Usd::new(cost).unwrap(),
-                latency_s: 0.5,
-                ok: true,
-            };
-            w.apply_outcome(&o).unwrap();
+            w.apply_outcome(&outcome(arm, &x, cost)).unwrap();
             if takes {
                 if let Some(r) = w.take_refresh() {
                     // Computed on another thread, as the gateway does.
@@ -445,12 +437,7 @@ fn deferred_refreshes_match_refreshing_in_place() {
                     refreshes += 1;
                 }
             }
-            let q = Quality {
-                arm: name(arm),
-                x,
-                reward: Reward::new(reward.clamp(0.0, 1.0)).unwrap(),
-            };
-            w.apply_quality(&q).unwrap();
+            w.apply_quality(&quality(arm, &x, reward)).unwrap();
             if takes {
                 if let Some(r) = w.take_refresh() {
                     let inverse = r.invert();

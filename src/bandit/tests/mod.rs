@@ -39,21 +39,28 @@ pub(super) fn noise(rng: &mut StdRng, sd: f64) -> f64 {
     sd * rng.sample::<f64, _>(StandardNormal)
 }
 
-/// Feeds one full observation (outcome + quality) for `arm`.
-pub(super) fn feed(w: &mut PolicyWriter, arm: usize, x: &[f64], reward: f64, cost: f64) {
-    let x = Features::from(x);
-    let o = Outcome {
+/// A successful response's outcome for `arm` (latency 0.5 s).
+pub(super) fn outcome(arm: usize, x: &[f64], cost: f64) -> Outcome {
+    Outcome {
         arm: name(arm),
-        x: x.clone(),
+        x: Features::from(x),
         cost_usd: Usd::new(cost).unwrap(),
         latency_s: 0.5,
         ok: true,
-    };
-    w.apply_outcome(&o).unwrap();
-    let q = Quality {
+    }
+}
+
+/// Feedback for `arm`, clamped into [0, 1].
+pub(super) fn quality(arm: usize, x: &[f64], reward: f64) -> Quality {
+    Quality {
         arm: name(arm),
-        x,
+        x: Features::from(x),
         reward: Reward::new(reward.clamp(0.0, 1.0)).unwrap(),
-    };
-    w.apply_quality(&q).unwrap();
+    }
+}
+
+/// Feeds one full observation (outcome + quality) for `arm`.
+pub(super) fn feed(w: &mut PolicyWriter, arm: usize, x: &[f64], reward: f64, cost: f64) {
+    w.apply_outcome(&outcome(arm, x, cost)).unwrap();
+    w.apply_quality(&quality(arm, x, reward)).unwrap();
 }

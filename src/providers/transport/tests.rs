@@ -103,6 +103,28 @@ fn secret() -> Vec<(HeaderName, HeaderValue)> {
     vec![(http::header::AUTHORIZATION, v)]
 }
 
+/// Posts `{}` to `base` through both clients: each one's name, the
+/// client itself (kept while its answer is read) and what came back.
+async fn post_both(base: &str) -> Vec<(&'static str, Transport, Result<Response, UpstreamError>)> {
+    let mut out = Vec::new();
+    for (name, transport) in both() {
+        let sent = transport
+            .post_json(&target(base), secret(), b"{}".to_vec())
+            .await;
+        out.push((name, transport, sent));
+    }
+    out
+}
+
+fn answered(name: &str, sent: Result<Response, UpstreamError>) -> Response {
+    sent.unwrap_or_else(|e| panic!("{name}: {e:?}"))
+}
+
+fn failed(name: &str, sent: Result<Response, UpstreamError>) -> UpstreamError {
+    sent.err()
+        .unwrap_or_else(|| panic!("{name}: an answer where an error was due"))
+}
+
 #[test]
 fn plain_http_without_a_proxy_takes_the_plain_client() {
     let mut env = crate::config::Env::new();
@@ -180,12 +202,8 @@ async fn a_redirect_is_an_error_naming_where_it_pointed_and_is_not_followed() {
         then_stall: false,
     })
     .await;
-    for (name, transport) in both() {
-        let err = transport
-            .post_json(&target(&base), secret(), b"{}".to_vec())
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{name}: a redirect passed as an answer"));
+    for (name, _client, sent) in post_both(&base).await {
+        let err = failed(name, sent);
         assert_eq!(err.kind, FailureKind::Protocol, "{name}");
         assert_eq!(err.status, Some(307), "{name}");
         assert!(
@@ -208,12 +226,8 @@ async fn an_upstream_silent_before_its_answer_times_out() {
         then_stall: true,
     })
     .await;
-    for (name, transport) in both() {
-        let err = transport
-            .post_json(&target(&base), secret(), b"{}".to_vec())
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{name}: answered"));
+    for (name, _client, sent) in post_both(&base).await {
+        let err = failed(name, sent);
         assert_eq!(err.kind, FailureKind::Timeout, "{name}: {}", err.message);
     }
 }
@@ -228,11 +242,8 @@ async fn a_body_that_stalls_times_out_after_what_did_arrive() {
         then_stall: true,
     })
     .await;
-    for (name, transport) in both() {
-        let resp = transport
-            .post_json(&target(&base), secret(), b"{}".to_vec())
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    for (name, _client, sent) in post_both(&base).await {
+        let resp = answered(name, sent);
         let pieces: Vec<_> = resp.into_stream().collect().await;
         assert_eq!(
             pieces.len(),
@@ -258,11 +269,8 @@ async fn a_body_cut_off_is_a_protocol_error() {
         then_stall: false,
     })
     .await;
-    for (name, transport) in both() {
-        let resp = transport
-            .post_json(&target(&base), secret(), b"{}".to_vec())
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    for (name, _client, sent) in post_both(&base).await {
+        let resp = answered(name, sent);
         let err = resp.bytes().await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Protocol, "{name}: {}", err.message);
     }
@@ -277,16 +285,8 @@ async fn a_refused_connection_is_a_connect_error() {
         .local_addr()
         .unwrap()
         .port();
-    for (name, transport) in both() {
-        let err = transport
-            .post_json(
-                &target(&format!("http://127.0.0.1:{port}")),
-                secret(),
-                b"{}".to_vec(),
-            )
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{name}: connected"));
+    for (name, _client, sent) in post_both(&format!("http://127.0.0.1:{port}")).await {
+        let err = failed(name, sent);
         assert_eq!(err.kind, FailureKind::Connect, "{name}: {}", err.message);
         assert!(!err.message.contains("sk-test"), "{name}");
     }
