@@ -183,19 +183,28 @@ async fn kill_9_while_holding_spilled_events_then_restart_and_they_arrive() {
         40,
         "every event is on disk before the kill"
     );
-    let metrics = http
-        .get(format!("{}/metrics", first.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let spilled: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("switchboard_events_spilled_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    // The counter moves once the append is synced to disk, which can be
+    // after its lines show in the file: wait for it too.
+    let mut spilled = 0.0;
+    for _ in 0..600 {
+        let metrics = http
+            .get(format!("{}/metrics", first.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        spilled = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_events_spilled_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if spilled >= 40.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(spilled >= 40.0, "metrics show the spill: {spilled}");
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
