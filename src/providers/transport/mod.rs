@@ -61,8 +61,8 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// The plain client when `base_url` is `http://` and no proxy variable is
-    /// set in `env`; reqwest otherwise.
+    /// The plain client when `base_url` is `http://` without credentials in
+    /// it and no proxy variable is set in `env`; reqwest otherwise.
     pub fn for_base_url(
         base_url: &str,
         timeouts: Timeouts,
@@ -71,7 +71,11 @@ impl Transport {
         let proxied = PROXY_VARS
             .iter()
             .any(|v| env.get(*v).is_some_and(|s| !s.trim().is_empty()));
-        if base_url.starts_with("http://") && !proxied {
+        // Credentials in the URL (`http://user:pass@host`) are sent by
+        // reqwest as Basic authorisation; the plain client would drop them.
+        let credentials = reqwest::Url::parse(base_url)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+        if base_url.starts_with("http://") && !proxied && !credentials {
             return Ok(Self::plain(timeouts));
         }
         let client = reqwest::Client::builder()

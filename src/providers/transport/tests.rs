@@ -135,6 +135,8 @@ fn plain_http_without_a_proxy_takes_the_plain_client() {
     };
     assert!(pick("http://10.0.0.5:8000/v1", &env));
     assert!(!pick("https://api.openai.com/v1", &env));
+    // Credentials in the URL: reqwest, which sends them.
+    assert!(!pick("http://user:secret@10.0.0.5:8000/v1", &env));
     // A proxy in the environment: reqwest, which honours it.
     env.insert("HTTPS_PROXY".into(), "http://proxy:3128".into());
     assert!(
