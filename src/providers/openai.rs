@@ -114,7 +114,7 @@ pub(super) async fn error_from_response(
     resp: super::transport::Response,
 ) -> UpstreamError {
     let status = resp.status.as_u16();
-    let retry = retry_after(&resp.headers);
+    let retry = retry_after(resp.headers());
     let body = p.error_body(resp).await;
     UpstreamError::from_info(classify_openai_error(status, &body), status, retry)
 }

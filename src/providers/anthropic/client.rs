@@ -41,7 +41,7 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
     let resp = p.post_json(MESSAGES_PATH, headers, &body).await?;
     let status = resp.status.as_u16();
     if !resp.status.is_success() {
-        let retry = retry_after(&resp.headers);
+        let retry = retry_after(resp.headers());
         let body = p.error_body(resp).await;
         return Err(UpstreamError::from_info(
             classify_error(status, &body),

@@ -137,8 +137,8 @@ impl Transport {
                 let (head, body) = resp.into_parts();
                 Response {
                     status: head.status,
-                    headers: head.headers,
                     body: Body::Plain {
+                        headers: head.headers,
                         body,
                         read_timeout: *read_timeout,
                     },
@@ -155,13 +155,12 @@ impl Transport {
                 let resp = rb.send().await.map_err(UpstreamError::from_reqwest)?;
                 Response {
                     status: resp.status(),
-                    headers: resp.headers().clone(),
                     body: Body::Full(resp),
                 }
             }
         };
         if resp.status.is_redirection() {
-            return Err(redirected(resp.status, &resp.headers));
+            return Err(redirected(resp.status, resp.headers()));
         }
         Ok(resp)
     }
@@ -185,12 +184,14 @@ impl Target {
 /// An upstream's answer: its head, read; its body, still to read.
 pub struct Response {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     body: Body,
 }
 
+/// Each client's own response, which holds the headers: reqwest's is read
+/// in place rather than copied.
 enum Body {
     Plain {
+        headers: HeaderMap,
         body: Incoming,
         read_timeout: Duration,
     },
@@ -198,10 +199,19 @@ enum Body {
 }
 
 impl Response {
+    pub fn headers(&self) -> &HeaderMap {
+        match &self.body {
+            Body::Plain { headers, .. } => headers,
+            Body::Full(resp) => resp.headers(),
+        }
+    }
+
     /// The next piece of the body; `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         match &mut self.body {
-            Body::Plain { body, read_timeout } => loop {
+            Body::Plain {
+                body, read_timeout, ..
+            } => loop {
                 let frame = match tokio::time::timeout(*read_timeout, body.frame()).await {
                     Err(_) => return Err(timed_out()),
                     Ok(None) => return Ok(None),

@@ -171,7 +171,7 @@ async fn an_answer_in_pieces_arrives_whole_with_the_request_as_sent() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert_eq!(resp.status, StatusCode::OK, "{name}");
-        assert_eq!(resp.headers["content-type"], "application/json", "{name}");
+        assert_eq!(resp.headers()["content-type"], "application/json", "{name}");
         assert_eq!(&resp.bytes().await.unwrap()[..], br#"{"a":1}"#, "{name}");
         let request = seen.lock().unwrap().pop().unwrap().to_ascii_lowercase();
         assert!(
