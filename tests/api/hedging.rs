@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::chat::sse_data;
 use crate::continuation::arm_counts;
-use crate::helpers::{spawn, two_providers, Db, TestApp};
+use crate::helpers::{series_value, spawn, two_providers, Db, TestApp};
 use crate::mock::{Behaviour, MockUpstream};
 use crate::mock_raw::{Raw, RawUpstream};
 
@@ -38,19 +38,7 @@ fn request_id(r: &reqwest::Response) -> String {
 
 /// The value of one series in `/metrics` (0 when absent).
 async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    series_value(&app.metrics_text().await, series)
 }
 
 #[tokio::test]

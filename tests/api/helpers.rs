@@ -28,6 +28,26 @@ pub struct TestApp {
 
 /// A new, empty database on the local Postgres (`TEST_DATABASE_ADMIN_URL`
 /// names the server; by default the machine's trust-auth one).
+/// The Prometheus text of the router at `base` (an app or a binary).
+pub async fn metrics_at(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one unlabelled series in Prometheus text (0 when absent).
+pub fn series_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn fresh_postgres() -> String {
     let admin = std::env::var("TEST_DATABASE_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -141,14 +161,7 @@ impl TestApp {
 
     /// The app's Prometheus text.
     pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_at(&self.http, &self.url).await
     }
 
     pub async fn chat(&self, body: Value) -> reqwest::Response {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::chat::sse_data;
-use crate::helpers::{fresh_postgres, spawn, two_providers, Db};
+use crate::helpers::{fresh_postgres, metrics_at, series_value, spawn, two_providers, Db};
 use crate::mock::MockUpstream;
 use crate::mock_raw::{chunk, head, Raw, RawUpstream};
 use crate::process::{sigterm, spill, start_binary};
@@ -187,19 +187,8 @@ async fn kill_9_while_holding_spilled_events_then_restart_and_they_arrive() {
     // after its lines show in the file: wait for it too.
     let mut spilled = 0.0;
     for _ in 0..600 {
-        let metrics = http
-            .get(format!("{}/metrics", first.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        spilled = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("switchboard_events_spilled_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let metrics = metrics_at(&http, &first.base).await;
+        spilled = series_value(&metrics, "switchboard_events_spilled_total");
         if spilled >= 40.0 {
             break;
         }
