@@ -12,7 +12,7 @@ use super::options::RouterOptions;
 use super::receipt::Receipt;
 use crate::providers::{tokens, Usage};
 use crate::store::outbox::Outbox;
-use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
+use crate::store::{Assignment, AttemptRecord, Event, LazyJson, RequestRecord};
 use crate::telemetry::request_metrics::RequestMetrics;
 use crate::telemetry::spans;
 
@@ -121,7 +121,7 @@ impl Draft {
             policy_version: self.policy_version,
             propensity: self.propensity,
             features: self.features,
-            decision: self.decision.and_then(Receipt::into_json),
+            decision: self.decision.map(LazyJson::later),
             stream: self.stream,
             prompt_tokens: usage.map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
             completion_tokens: usage

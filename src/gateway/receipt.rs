@@ -2,6 +2,8 @@
 //! fills it from the bandit's own receipt without building any JSON; it is
 //! rendered once, as text, when the request's row is written, and as the
 //! one-line `x-switchboard-decision` form only when a client asks for it.
+//! The rendering happens on the outbox writer's thread, after the answer
+//! has gone (`RenderJson`).
 //! (Building a `serde_json::Value` per arm and the summary string on every
 //! request cost ~7 % of the router's CPU on a bandit route.)
 //!
@@ -19,7 +21,7 @@ use serde_json::Value;
 use super::eligible::Exclusion;
 use crate::bandit::{ArmReceipt, Decision as BanditDecision, Receipt as BanditReceipt};
 use crate::domain::ModelName;
-use crate::store::JsonText;
+use crate::store::{JsonText, RenderJson};
 
 #[derive(Debug, Clone)]
 pub enum Receipt {
@@ -91,21 +93,6 @@ impl Receipt {
             .map_or(0.0, |a| a.probability)
     }
 
-    /// The stored form (the `requests.decision` column). A Thompson receipt
-    /// gets its other arms' probabilities here, off the decision itself.
-    pub fn into_json(mut self) -> Option<JsonText> {
-        if let Self::Policy(p) = &mut self {
-            p.bandit.complete();
-        }
-        match JsonText::of(&self) {
-            Ok(j) => Some(j),
-            Err(e) => {
-                tracing::error!(error = %e, "A decision receipt did not serialise.");
-                None
-            }
-        }
-    }
-
     /// The one-line form for `x-switchboard-decision` (estimates only: it
     /// needs no completed probabilities).
     pub fn summary(&self) -> String {
@@ -132,6 +119,32 @@ impl Receipt {
             );
         }
         s
+    }
+}
+
+/// The stored form (the `requests.decision` column), rendered by the
+/// outbox writer (`store::LazyJson`) so that no request waits for it. A
+/// Thompson receipt gets its other arms' probabilities here, off the
+/// decision itself, on a copy.
+impl RenderJson for Receipt {
+    fn render(&self) -> Option<JsonText> {
+        let completed;
+        let receipt = match self {
+            Self::Policy(p) if !p.bandit.is_complete() => {
+                let mut p = p.clone();
+                p.bandit.complete();
+                completed = Self::Policy(p);
+                &completed
+            }
+            _ => self,
+        };
+        match JsonText::of(receipt) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!(error = %e, "A decision receipt did not serialise.");
+                None
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::records::{AttemptRecord, Event, FeedbackRecord, JsonText, RequestRecord};
+use super::records::{AttemptRecord, Event, FeedbackRecord, JsonText, LazyJson, RequestRecord};
 
 /// Most rows per statement: keeps bind parameters under SQLite's limit
 /// (256 rows x 29 columns = 7,424 binds of at most 32,766).
@@ -92,7 +92,12 @@ where
             .push_bind(r.policy_version.clone())
             .push_bind(r.propensity)
             .push_bind(r.features.clone().map(Json))
-            .push_bind(r.decision.clone().map(Json))
+            .push_bind(
+                r.decision
+                    .as_ref()
+                    .and_then(LazyJson::text)
+                    .map(|t| Json(t.into_owned())),
+            )
             .push_bind(r.stream)
             .push_bind(r.prompt_tokens)
             .push_bind(r.completion_tokens)

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::batch::split;
-use super::records::{Event, FeedbackRecord, RequestRecord};
+use super::records::{Event, FeedbackRecord, LazyJson, RequestRecord};
 
 const INSERT_REQUESTS: &str = "INSERT INTO requests (id, created_at, api_key_id, tenant, route, \
     tier, user_id, requested_model, model, provider, eligible_models, policy_version, propensity, \
@@ -126,8 +126,12 @@ impl<'a> RequestColumns<'a> {
         self.propensity.push(r.propensity);
         self.features
             .push(r.features.as_deref().map(json_text).transpose()?);
-        self.decision
-            .push(r.decision.as_ref().map(json_text).transpose()?);
+        self.decision.push(
+            r.decision
+                .as_ref()
+                .and_then(LazyJson::text)
+                .map(|t| t.get().to_owned()),
+        );
         self.stream.push(r.stream);
         self.prompt_tokens.push(r.prompt_tokens);
         self.completion_tokens.push(r.completion_tokens);

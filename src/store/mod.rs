@@ -28,7 +28,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use queries::StoredDecision;
-pub use records::{Assignment, AttemptRecord, Event, FeedbackRecord, JsonText, RequestRecord};
+pub use records::{
+    Assignment, AttemptRecord, Event, FeedbackRecord, JsonText, LazyJson, RenderJson, RequestRecord,
+};
 
 /// The embedded database used when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://switchboard.db";

@@ -1,6 +1,9 @@
 //! The rows the router writes: plain data, serialisable so that events can
 //! spill to a file and be replayed byte-for-byte later.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +80,70 @@ impl From<serde_json::Value> for JsonText {
     }
 }
 
+/// A document handed over unrendered, rendered where it is written.
+pub trait RenderJson: std::fmt::Debug + Send + Sync {
+    /// `None` when it cannot be rendered (the column is then left empty).
+    fn render(&self) -> Option<JsonText>;
+}
+
+/// A row's JSON column: text already, or rendered when the row is written.
+/// Why: a decision receipt is ~21,000 instructions of float formatting per
+/// bandit request; rendered by the outbox writer, on its own thread and
+/// after the answer has gone, no client waits for it.
+#[derive(Debug, Clone)]
+pub enum LazyJson {
+    Text(JsonText),
+    Later(Arc<dyn RenderJson>),
+}
+
+impl LazyJson {
+    pub fn later(doc: impl RenderJson + 'static) -> Self {
+        Self::Later(Arc::new(doc))
+    }
+
+    /// The text, rendering it if it is not yet (each call renders anew:
+    /// a batch is written once, and again only after a failed attempt).
+    pub fn text(&self) -> Option<Cow<'_, JsonText>> {
+        match self {
+            Self::Text(t) => Some(Cow::Borrowed(t)),
+            Self::Later(doc) => doc.render().map(Cow::Owned),
+        }
+    }
+}
+
+impl From<JsonText> for LazyJson {
+    fn from(t: JsonText) -> Self {
+        Self::Text(t)
+    }
+}
+
+impl From<serde_json::Value> for LazyJson {
+    fn from(v: serde_json::Value) -> Self {
+        Self::Text(v.into())
+    }
+}
+
+/// Two documents are equal when their texts are.
+impl PartialEq for LazyJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+/// Spilled as the JSON it stands for (`null` if it cannot be rendered).
+impl Serialize for LazyJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.text().serialize(s)
+    }
+}
+
+/// Read back (from a spill file) as text.
+impl<'de> Deserialize<'de> for LazyJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        JsonText::deserialize(d).map(Self::Text)
+    }
+}
+
 /// Everything the router knows about one request once it has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
@@ -96,7 +163,7 @@ pub struct RequestRecord {
     pub propensity: Option<f64>,
     pub features: Option<Vec<f64>>,
     /// The decision receipt: why this model.
-    pub decision: Option<JsonText>,
+    pub decision: Option<LazyJson>,
     pub stream: bool,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
@@ -189,5 +256,51 @@ mod tests {
         );
         let back: Tagged = serde_json::from_str(&line).unwrap();
         assert_eq!(back, Tagged::Row { decision });
+    }
+
+    #[derive(Debug)]
+    struct Doc(Option<serde_json::Value>);
+
+    impl RenderJson for Doc {
+        fn render(&self) -> Option<JsonText> {
+            self.0.clone().map(JsonText::from)
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Lazy {
+        decision: Option<LazyJson>,
+    }
+
+    #[test]
+    fn a_document_rendered_late_spills_as_its_text_and_reads_back_equal() {
+        let late = Lazy {
+            decision: Some(LazyJson::later(Doc(Some(json!({"chosen": "m"}))))),
+        };
+        let line = serde_json::to_string(&late).unwrap();
+        assert_eq!(line, r#"{"decision":{"chosen":"m"}}"#);
+        let back: Lazy = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.decision, Some(LazyJson::Text(_))));
+        assert_eq!(back, late, "equal by their texts");
+        assert_ne!(
+            back,
+            Lazy {
+                decision: Some(json!({"chosen": "n"}).into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_document_that_cannot_render_is_written_empty() {
+        let broken = Lazy {
+            decision: Some(LazyJson::later(Doc(None))),
+        };
+        assert!(broken.decision.as_ref().unwrap().text().is_none());
+        assert_eq!(
+            serde_json::to_string(&broken).unwrap(),
+            r#"{"decision":null}"#
+        );
+        let back: Lazy = serde_json::from_str(r#"{"decision":null}"#).unwrap();
+        assert_eq!(back.decision, None);
     }
 }
