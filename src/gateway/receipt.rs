@@ -128,23 +128,17 @@ impl Receipt {
 /// decision itself, on a copy.
 impl RenderJson for Receipt {
     fn render(&self) -> Option<JsonText> {
-        let completed;
-        let receipt = match self {
+        let rendered = match self {
             Self::Policy(p) if !p.bandit.is_complete() => {
                 let mut p = p.clone();
                 p.bandit.complete();
-                completed = Self::Policy(p);
-                &completed
+                JsonText::of(&Self::Policy(p))
             }
-            _ => self,
+            _ => JsonText::of(self),
         };
-        match JsonText::of(receipt) {
-            Ok(j) => Some(j),
-            Err(e) => {
-                tracing::error!(error = %e, "A decision receipt did not serialise.");
-                None
-            }
-        }
+        rendered
+            .map_err(|e| tracing::error!(error = %e, "A decision receipt did not serialise."))
+            .ok()
     }
 }
 
