@@ -59,11 +59,29 @@ pub fn is_symmetric(m: &[f64], d: usize) -> bool {
     (0..d).all(|i| (i + 1..d).all(|j| m.get(i * d + j) == m.get(j * d + i)))
 }
 
+/// `out = M x` for a symmetric `M`, as the sum of `x_j` times row `j`
+/// over the non-zero `x_j` only: hashed prompt features leave most of `x`
+/// at zero, and each row's update is a contiguous, vectorised axpy.
+/// Each `out_i` adds its terms in ascending `j`, one running sum.
+#[inline]
+pub fn sym_matvec_sparse(m: &[f64], x: &[f64], out: &mut [f64]) {
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (row, &xj) in m.chunks_exact(x.len()).zip(x) {
+        if xj == 0.0 {
+            continue;
+        }
+        for (o, &mij) in out.iter_mut().zip(row) {
+            *o += xj * mij;
+        }
+    }
+}
+
 /// Discounted Sherman–Morrison (Sherman & Morrison 1950): given `p = A^-1`,
 /// overwrites it with `(gamma A + x x^T)^-1
 ///   = (p - (p x)(p x)^T / (gamma + x^T p x)) / gamma`
-/// and writes the gain `(gamma A + x x^T)^-1 x` into `gain`. `px` is scratch
-/// (left holding `p x / sqrt(gamma + v)`).
+/// and writes the gain `(gamma A + x x^T)^-1 x` into `gain`. `p` must be
+/// symmetric (it is read by rows as columns). `px` is scratch (left holding
+/// `p x / sqrt(gamma + v)`).
 /// O(d^2). Returns `x^T p x` (before the update).
 pub fn sherman_morrison(
     p: &mut [f64],
@@ -73,25 +91,67 @@ pub fn sherman_morrison(
     gain: &mut [f64],
 ) -> f64 {
     let d = x.len();
-    matvec(p, x, px);
+    let (v, inv_g) = sherman_morrison_gain(p, x, gamma, px, gain);
+    for (row, &ui) in p.chunks_exact_mut(d).zip(px.iter()) {
+        for (m, &uj) in row.iter_mut().zip(px.iter()) {
+            *m = sherman_morrison_entry(*m, ui, uj, inv_g);
+        }
+    }
+    v
+}
+
+/// `sherman_morrison` with the updated matrix written to `out` and `p`
+/// left as it is: for a matrix a reader still holds, one pass that reads
+/// the old entries and writes the new ones, instead of copying it and then
+/// updating the copy. The same to the bit as the in-place update.
+pub fn sherman_morrison_into(
+    p: &[f64],
+    out: &mut Vec<f64>,
+    x: &[f64],
+    gamma: f64,
+    px: &mut [f64],
+    gain: &mut [f64],
+) -> f64 {
+    let d = x.len();
+    let (v, inv_g) = sherman_morrison_gain(p, x, gamma, px, gain);
+    out.clear();
+    out.reserve(p.len());
+    for (row, &ui) in p.chunks_exact(d).zip(px.iter()) {
+        out.extend(
+            row.iter()
+                .zip(px.iter())
+                .map(|(&m, &uj)| sherman_morrison_entry(m, ui, uj, inv_g)),
+        );
+    }
+    v
+}
+
+/// The gain and the scaled `u = p x sqrt(c)` (into `px`); returns `x^T p x`
+/// and `1 / gamma`.
+fn sherman_morrison_gain(
+    p: &[f64],
+    x: &[f64],
+    gamma: f64,
+    px: &mut [f64],
+    gain: &mut [f64],
+) -> (f64, f64) {
+    sym_matvec_sparse(p, x, px);
     let v = dot(x, px);
-    let denom = gamma + v;
-    let c = 1.0 / denom;
-    let inv_g = 1.0 / gamma;
+    let c = 1.0 / (gamma + v);
     // gain = p_new x = (p x) / (gamma + v): follows from the formula above.
     for (g, &pi) in gain.iter_mut().zip(px.iter()) {
         *g = pi * c;
     }
-    // Subtract u u^T with u = p x sqrt(c): u_i * u_j == u_j * u_i exactly,
-    // so p stays bit-for-bit symmetric (quad_form reads one triangle).
     let root = c.sqrt();
     px.iter_mut().for_each(|u| *u *= root);
-    for (row, &ui) in p.chunks_exact_mut(d).zip(px.iter()) {
-        for (m, &uj) in row.iter_mut().zip(px.iter()) {
-            *m = (*m - ui * uj) * inv_g;
-        }
-    }
-    v
+    (v, 1.0 / gamma)
+}
+
+/// One entry of the update: subtracting `u u^T` keeps `p` bit-for-bit
+/// symmetric, since `u_i * u_j == u_j * u_i` (quad_form reads one triangle).
+#[inline(always)]
+fn sherman_morrison_entry(m: f64, ui: f64, uj: f64, inv_g: f64) -> f64 {
+    (m - ui * uj) * inv_g
 }
 
 /// `a = gamma a + x x^T + diag(first, rest, ..., rest)`. O(d^2).
@@ -102,6 +162,28 @@ pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, res
             *m = gamma * *m + xi * xj;
         }
         if let Some(m) = row.get_mut(i) {
+            *m += if i == 0 { first } else { rest };
+        }
+    }
+}
+
+/// `discounted_rank_one` written to `out`, `a` left as it is (see
+/// `sherman_morrison_into`). The same to the bit as the in-place update.
+pub fn discounted_rank_one_into(
+    a: &[f64],
+    out: &mut Vec<f64>,
+    x: &[f64],
+    gamma: f64,
+    first: f64,
+    rest: f64,
+) {
+    let d = x.len();
+    out.clear();
+    out.reserve(a.len());
+    for (i, (row, &xi)) in a.chunks_exact(d).zip(x).enumerate() {
+        let start = out.len();
+        out.extend(row.iter().zip(x).map(|(&m, &xj)| gamma * m + xi * xj));
+        if let Some(m) = out.get_mut(start + i) {
             *m += if i == 0 { first } else { rest };
         }
     }
@@ -261,6 +343,57 @@ mod tests {
             let full: f64 = (0..d).map(|i| (0..d).map(|j| x[i] * s[i * d + j] * x[j]).sum::<f64>()).sum();
             prop_assert!((quad_form(&s, &x) - full).abs() < 1e-9 * (1.0 + full.abs()));
             prop_assert!(is_symmetric(&s, d));
+        }
+
+        /// A reader's matrix is updated into a new one (`*_into`) exactly
+        /// as the writer's own copy is updated in place.
+        #[test]
+        fn the_one_pass_updates_are_the_in_place_ones_to_the_bit(
+            d in 1usize..24,
+            gamma in 0.9f64..=1.0,
+            xs in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![Just(0.0), -2.0f64..2.0],
+                    24,
+                ),
+                1..12,
+            ),
+        ) {
+            let (mut p, mut a) = (identity(d, 0.5), identity(d, 2.0));
+            let (mut px, mut gain) = (vec![0.0; d], vec![0.0; d]);
+            let (mut px2, mut gain2) = (vec![0.0; d], vec![0.0; d]);
+            for x in &xs {
+                let x = &x[..d];
+                let (mut p2, mut a2) = (Vec::new(), Vec::new());
+                let v2 = sherman_morrison_into(&p, &mut p2, x, gamma, &mut px2, &mut gain2);
+                discounted_rank_one_into(&a, &mut a2, x, gamma, 0.1, 0.2);
+                let v = sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
+                discounted_rank_one(&mut a, x, gamma, 0.1, 0.2);
+                let bits = |m: &[f64]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(v.to_bits(), v2.to_bits());
+                prop_assert_eq!(bits(&p), bits(&p2));
+                prop_assert_eq!(bits(&a), bits(&a2));
+                prop_assert_eq!(bits(&gain), bits(&gain2));
+            }
+        }
+
+        /// Summing the rows of the non-zero features is the dense mat-vec
+        /// (up to rounding) on a symmetric matrix.
+        #[test]
+        fn the_sparse_matvec_is_the_dense_one(
+            x in proptest::collection::vec(prop_oneof![Just(0.0), -3.0f64..3.0], 1..30),
+        ) {
+            let d = x.len();
+            let mut s = vec![0.0; d * d];
+            for i in 0..d {
+                for j in 0..d {
+                    s[i * d + j] = 1.0 / (1.0 + (i + j) as f64) - 0.1 * ((i * j) % 3) as f64;
+                }
+            }
+            let (mut dense, mut sparse) = (vec![0.0; d], vec![7.0; d]);
+            matvec(&s, &x, &mut dense);
+            sym_matvec_sparse(&s, &x, &mut sparse);
+            prop_assert!(max_abs_diff(&dense, &sparse) < 1e-12);
         }
     }
 

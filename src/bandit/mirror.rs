@@ -119,13 +119,17 @@ fn padded(d: usize) -> usize {
 fn pack(p: &[f64], d: usize) -> Box<[f32]> {
     let dp = padded(d);
     let mut out = Vec::with_capacity(d * (dp + LANES) / 2);
+    // Plain runs per row (zeros, the diagonal, the doubled tail, padding),
+    // so the conversion vectorises: the writer packs each changed arm at
+    // every publish.
     for (i, row) in p.chunks_exact(d).enumerate() {
-        out.extend((i / LANES * LANES..dp).map(|j| match j.cmp(&i) {
-            _ if j >= d => 0.0,
-            std::cmp::Ordering::Less => 0.0,
-            std::cmp::Ordering::Equal => row[i] as f32,
-            std::cmp::Ordering::Greater => (2.0 * row[j]) as f32,
-        }));
+        let (Some(&diag), Some(tail)) = (row.get(i), row.get(i + 1..)) else {
+            break;
+        };
+        out.extend(std::iter::repeat_n(0.0, i % LANES));
+        out.push(diag as f32);
+        out.extend(tail.iter().map(|&v| (2.0 * v) as f32));
+        out.extend(std::iter::repeat_n(0.0, dp - d));
     }
     out.into_boxed_slice()
 }

@@ -143,21 +143,53 @@ impl Design {
         gain: &mut [f64],
     ) -> (f64, bool) {
         let v = linalg::sherman_morrison(&mut self.p, x, gamma, px, gain).max(0.0);
-        self.upper = Upper::default();
+        let (first, rest) = self.prior_top_up(gamma);
+        linalg::discounted_rank_one(&mut self.a, x, gamma, first, rest);
+        (v, self.count(gamma))
+    }
+
+    /// `observe` on a copy of this design: for one a published snapshot
+    /// still holds, the copy's matrices are written by the update itself
+    /// (one pass each) instead of being copied whole and then updated. The
+    /// copy is the same to the bit as `observe` on a clone.
+    pub fn observed(
+        &self,
+        x: &[f64],
+        gamma: f64,
+        px: &mut [f64],
+        gain: &mut [f64],
+    ) -> (Self, f64, bool) {
+        let mut p = Vec::new();
+        let v = linalg::sherman_morrison_into(&self.p, &mut p, x, gamma, px, gain).max(0.0);
+        let (first, rest) = self.prior_top_up(gamma);
+        let mut a = Vec::new();
+        linalg::discounted_rank_one_into(&self.a, &mut a, x, gamma, first, rest);
+        let mut next = Self {
+            a,
+            p,
+            upper: Upper::default(),
+            ..*self
+        };
+        let refresh = next.count(gamma);
+        (next, v, refresh)
+    }
+
+    /// The diagonal `(1 - g) A_0` an update adds to `a`: (first, rest).
+    fn prior_top_up(&self, gamma: f64) -> (f64, f64) {
         let share = 1.0 - gamma;
-        linalg::discounted_rank_one(
-            &mut self.a,
-            x,
-            gamma,
-            share * self.lambda0,
-            share * self.lambda,
-        );
-        self.pending = gamma * self.pending + share;
+        (share * self.lambda0, share * self.lambda)
+    }
+
+    /// An update's bookkeeping (after its matrices changed); returns
+    /// whether a refresh is due.
+    fn count(&mut self, gamma: f64) -> bool {
+        self.upper = Upper::default();
+        self.pending = gamma * self.pending + (1.0 - gamma);
         self.weight = gamma * self.weight + 1.0;
         self.updates += 1;
         self.log_decay += gamma.ln();
         self.since_refresh += 1;
-        (v, self.since_refresh >= refresh_period(self.d))
+        self.since_refresh >= refresh_period(self.d)
     }
 
     /// Exact re-inversion of `a`; on success every target's `theta` is

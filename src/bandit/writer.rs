@@ -6,10 +6,11 @@
 //! it updates (plain `&mut self` methods, no locks). Readers hold
 //! `PolicyHandle` (`Arc<ArcSwap<PolicySnapshot>>`) and call `load()`.
 //! Publishing is cheap: the working copy's arms are `Arc`s shared with the
-//! last published snapshot, and an update runs `Arc::make_mut` on the one
-//! model it touches, so per publish at most one deep copy per touched model
-//! (2 d^2 floats) is made; unchanged arms are shared. Publish every update
-//! for freshest reads, or every N updates / few ms to amortise the copies.
+//! last published snapshot, and the first update of a model after a
+//! publish writes its new matrices (2 d^2 floats) into a fresh copy rather
+//! than updating them in place (`arm.rs`); unchanged arms are shared.
+//! Publish every update for freshest reads, or every N updates / few ms to
+//! amortise the fresh copies and the decision mirror each publish packs.
 //! Invariant: the published snapshot is always a validated state; version
 //! increases by one per publish. Updates carry raw feature vectors (as
 //! logged); a projected snapshot maps them itself (`projected.rs`).

@@ -28,9 +28,9 @@ use crate::telemetry::names;
 /// How often the writer saves changed state to the store.
 const PERSIST_EVERY: Duration = Duration::from_secs(10);
 /// Updates reach readers at most this late. Publishing after every update
-/// cost a deep copy of each touched model (`Arc::make_mut` on a matrix the
-/// last snapshot still shares) and a rebuild of its f32 mirror on the next
-/// decision: at one request in flight, two of each per request.
+/// costs a fresh copy of each touched model's matrices (the last snapshot
+/// still shares them) and a repack of its f32 mirror: at one request in
+/// flight, two of each per request.
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 const UPDATE_QUEUE: usize = 65_536;
 /// Updates taken from the queue at a time; fewer than this waiting means
