@@ -1,5 +1,6 @@
 //! Hot-path benchmarks: features of a 2 KB prompt, a decision over 8 arms
-//! at d = 64, and one update over a grid of d and K.
+//! at d = 64, one update over a grid of d and K, and the learner's
+//! periodic save of a route's state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -122,6 +123,12 @@ fn bench(c: &mut Criterion) {
         );
     }
     group.finish();
+    // What the learner's persist does every 10 s per changed route: the
+    // whole state as JSON (every matrix, bit-exact), on a blocking thread.
+    let w = writer(100, 4, Algorithm::Linucb);
+    c.bench_function("persist/d100/K4", |b| {
+        b.iter(|| black_box(serde_json::to_value(w.state()).unwrap()))
+    });
 }
 
 criterion_group!(benches, bench);

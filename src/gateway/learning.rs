@@ -39,6 +39,8 @@ const RECV_BATCH: usize = 256;
 /// How long a re-inversion's thread may stay lowered (`refresh_off_worker`):
 /// the learner waits for it, so past this it finishes at ordinary priority.
 const REFRESH_LOWERED_AT_MOST: Duration = Duration::from_millis(50);
+/// The same for a save's serialisation (~2.6 ms at d = 100 with four arms).
+const PERSIST_LOWERED_AT_MOST: Duration = Duration::from_millis(200);
 
 /// A route's policy writer as the learner runs it: its exact re-inversions
 /// are left to the learner to compute off the worker
@@ -459,20 +461,28 @@ impl LearningWriter {
             // Writing out every matrix took up to 17 ms, long enough to stall
             // the requests queued behind it on a runtime worker; the clone
             // shares the arms (`Arc`s) and the JSON is written on a blocking
-            // thread (docs/performance.md).
+            // thread (docs/performance.md), lowered as the outbox's batches
+            // are, so a save does not take a core from requests either.
             let state = state.clone();
-            let value =
-                match tokio::task::spawn_blocking(move || serde_json::to_value(&state)).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "Serialising a policy failed.");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "The thread serialising a policy failed.");
-                        continue;
-                    }
-                };
+            let (done, capped) =
+                priority::run_beside(self.yields, PERSIST_LOWERED_AT_MOST, Vec::new, move || {
+                    serde_json::to_value(&state)
+                })
+                .await;
+            if capped {
+                metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
+            }
+            let value = match done {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "Serialising a policy failed.");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "The thread serialising a policy failed.");
+                    continue;
+                }
+            };
             match self
                 .store
                 .save_policy_state(&self.routes[i], &version, &value)
