@@ -332,39 +332,34 @@ trait Designed: Clone {
     fn with_design(&self, design: Design) -> Self;
 }
 
-impl Designed for QualityModel {
-    fn design(&self) -> &Design {
-        &self.design
-    }
-    fn design_mut(&mut self) -> &mut Design {
-        &mut self.design
-    }
-    fn with_design(&self, design: Design) -> Self {
-        Self {
-            design,
-            target: self.target.clone(),
-            noise: self.noise.clone(),
+/// `Designed` for a model struct: its `design` field, and the other
+/// fields (named here) cloned around a new design.
+macro_rules! designed {
+    ($model:ty { $($field:ident),* }) => {
+        impl Designed for $model {
+            fn design(&self) -> &Design {
+                &self.design
+            }
+            fn design_mut(&mut self) -> &mut Design {
+                &mut self.design
+            }
+            fn with_design(&self, design: Design) -> Self {
+                Self {
+                    design,
+                    $($field: self.$field.clone(),)*
+                }
+            }
         }
-    }
+    };
 }
 
-impl Designed for OutcomeModel {
-    fn design(&self) -> &Design {
-        &self.design
-    }
-    fn design_mut(&mut self) -> &mut Design {
-        &mut self.design
-    }
-    fn with_design(&self, design: Design) -> Self {
-        Self {
-            design,
-            log_cost: self.log_cost.clone(),
-            log_latency: self.log_latency.clone(),
-            cost_noise: self.cost_noise.clone(),
-            latency_noise: self.latency_noise.clone(),
-        }
-    }
-}
+designed!(QualityModel { target, noise });
+designed!(OutcomeModel {
+    log_cost,
+    log_latency,
+    cost_noise,
+    latency_noise
+});
 
 /// `Design::observe` on `model`, then the model to finish the update on,
 /// as with `Arc::make_mut`, except that a model a published snapshot still

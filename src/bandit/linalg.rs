@@ -100,35 +100,26 @@ pub fn sherman_morrison(
     v
 }
 
-/// `sherman_morrison` with the updated matrix written to `out` and `p`
-/// left as it is: for a matrix a reader still holds, one pass that reads
-/// the old entries and writes the new ones, instead of copying it and then
-/// updating the copy. The same to the bit as the in-place update.
-pub fn sherman_morrison_into(
-    p: &[f64],
-    out: &mut Vec<f64>,
-    x: &[f64],
-    gamma: f64,
-    px: &mut [f64],
-    gain: &mut [f64],
-) -> f64 {
-    let d = x.len();
-    let (v, inv_g) = sherman_morrison_gain(p, x, gamma, px, gain);
+/// `sherman_morrison`'s matrix update written to `out`, `p` left as it
+/// is: for a matrix a reader still holds, one pass that reads the old
+/// entries and writes the new ones, instead of copying it and then updating
+/// the copy. `u` and `inv_g` come from `sherman_morrison_gain` on `p`. The
+/// same to the bit as the in-place update.
+pub fn sherman_morrison_into(p: &[f64], out: &mut Vec<f64>, u: &[f64], inv_g: f64) {
     out.clear();
     out.reserve(p.len());
-    for (row, &ui) in p.chunks_exact(d).zip(px.iter()) {
+    for (row, &ui) in p.chunks_exact(u.len()).zip(u) {
         out.extend(
             row.iter()
-                .zip(px.iter())
+                .zip(u)
                 .map(|(&m, &uj)| sherman_morrison_entry(m, ui, uj, inv_g)),
         );
     }
-    v
 }
 
 /// The gain and the scaled `u = p x sqrt(c)` (into `px`); returns `x^T p x`
 /// and `1 / gamma`.
-fn sherman_morrison_gain(
+pub fn sherman_morrison_gain(
     p: &[f64],
     x: &[f64],
     gamma: f64,
@@ -365,7 +356,8 @@ mod tests {
             for x in &xs {
                 let x = &x[..d];
                 let (mut p2, mut a2) = (Vec::new(), Vec::new());
-                let v2 = sherman_morrison_into(&p, &mut p2, x, gamma, &mut px2, &mut gain2);
+                let (v2, inv_g) = sherman_morrison_gain(&p, x, gamma, &mut px2, &mut gain2);
+                sherman_morrison_into(&p, &mut p2, &px2, inv_g);
                 discounted_rank_one_into(&a, &mut a2, x, gamma, 0.1, 0.2);
                 let v = sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
                 discounted_rank_one(&mut a, x, gamma, 0.1, 0.2);

@@ -159,8 +159,10 @@ impl Design {
         px: &mut [f64],
         gain: &mut [f64],
     ) -> (Self, f64, bool) {
+        let (v, inv_g) = linalg::sherman_morrison_gain(&self.p, x, gamma, px, gain);
         let mut p = Vec::new();
-        let v = linalg::sherman_morrison_into(&self.p, &mut p, x, gamma, px, gain).max(0.0);
+        linalg::sherman_morrison_into(&self.p, &mut p, px, inv_g);
+        let v = v.max(0.0);
         let (first, rest) = self.prior_top_up(gamma);
         let mut a = Vec::new();
         linalg::discounted_rank_one_into(&self.a, &mut a, x, gamma, first, rest);
