@@ -100,14 +100,13 @@ pub fn sherman_morrison(
     v
 }
 
-/// `sherman_morrison`'s matrix update written to `out`, `p` left as it
+/// `sherman_morrison`'s matrix update as a new matrix, `p` left as it
 /// is: for a matrix a reader still holds, one pass that reads the old
 /// entries and writes the new ones, instead of copying it and then updating
 /// the copy. `u` and `inv_g` come from `sherman_morrison_gain` on `p`. The
 /// same to the bit as the in-place update.
-pub fn sherman_morrison_into(p: &[f64], out: &mut Vec<f64>, u: &[f64], inv_g: f64) {
-    out.clear();
-    out.reserve(p.len());
+pub fn sherman_morrison_into(p: &[f64], u: &[f64], inv_g: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(p.len());
     for (row, &ui) in p.chunks_exact(u.len()).zip(u) {
         out.extend(
             row.iter()
@@ -115,6 +114,7 @@ pub fn sherman_morrison_into(p: &[f64], out: &mut Vec<f64>, u: &[f64], inv_g: f6
                 .map(|(&m, &uj)| sherman_morrison_entry(m, ui, uj, inv_g)),
         );
     }
+    out
 }
 
 /// The gain and the scaled `u = p x sqrt(c)` (into `px`); returns `x^T p x`
@@ -158,19 +158,17 @@ pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, res
     }
 }
 
-/// `discounted_rank_one` written to `out`, `a` left as it is (see
+/// `discounted_rank_one` as a new matrix, `a` left as it is (see
 /// `sherman_morrison_into`). The same to the bit as the in-place update.
 pub fn discounted_rank_one_into(
     a: &[f64],
-    out: &mut Vec<f64>,
     x: &[f64],
     gamma: f64,
     first: f64,
     rest: f64,
-) {
+) -> Vec<f64> {
     let d = x.len();
-    out.clear();
-    out.reserve(a.len());
+    let mut out = Vec::with_capacity(a.len());
     for (i, (row, &xi)) in a.chunks_exact(d).zip(x).enumerate() {
         let start = out.len();
         out.extend(row.iter().zip(x).map(|(&m, &xj)| gamma * m + xi * xj));
@@ -178,6 +176,7 @@ pub fn discounted_rank_one_into(
             *m += if i == 0 { first } else { rest };
         }
     }
+    out
 }
 
 /// Inverse of a symmetric positive-definite `a` via Cholesky `a = L L^T`,
@@ -355,10 +354,9 @@ mod tests {
             let (mut px2, mut gain2) = (vec![0.0; d], vec![0.0; d]);
             for x in &xs {
                 let x = &x[..d];
-                let (mut p2, mut a2) = (Vec::new(), Vec::new());
                 let (v2, inv_g) = sherman_morrison_gain(&p, x, gamma, &mut px2, &mut gain2);
-                sherman_morrison_into(&p, &mut p2, &px2, inv_g);
-                discounted_rank_one_into(&a, &mut a2, x, gamma, 0.1, 0.2);
+                let p2 = sherman_morrison_into(&p, &px2, inv_g);
+                let a2 = discounted_rank_one_into(&a, x, gamma, 0.1, 0.2);
                 let v = sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
                 discounted_rank_one(&mut a, x, gamma, 0.1, 0.2);
                 let bits = |m: &[f64]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

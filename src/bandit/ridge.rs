@@ -160,20 +160,15 @@ impl Design {
         gain: &mut [f64],
     ) -> (Self, f64, bool) {
         let (v, inv_g) = linalg::sherman_morrison_gain(&self.p, x, gamma, px, gain);
-        let mut p = Vec::new();
-        linalg::sherman_morrison_into(&self.p, &mut p, px, inv_g);
-        let v = v.max(0.0);
         let (first, rest) = self.prior_top_up(gamma);
-        let mut a = Vec::new();
-        linalg::discounted_rank_one_into(&self.a, &mut a, x, gamma, first, rest);
         let mut next = Self {
-            a,
-            p,
+            a: linalg::discounted_rank_one_into(&self.a, x, gamma, first, rest),
+            p: linalg::sherman_morrison_into(&self.p, px, inv_g),
             upper: Upper::default(),
             ..*self
         };
         let refresh = next.count(gamma);
-        (next, v, refresh)
+        (next, v.max(0.0), refresh)
     }
 
     /// The diagonal `(1 - g) A_0` an update adds to `a`: (first, rest).

@@ -384,15 +384,11 @@ impl LearningWriter {
             return;
         };
         let yields = self.yields && self.rx.len() < RECV_BATCH;
-        let (done, capped) =
-            priority::run_beside(yields, REFRESH_LOWERED_AT_MOST, Vec::new, move || {
-                let inverse = refresh.invert();
-                (refresh, inverse)
-            })
-            .await;
-        if capped {
-            metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
-        }
+        let done = off_worker(yields, REFRESH_LOWERED_AT_MOST, move || {
+            let inverse = refresh.invert();
+            (refresh, inverse)
+        })
+        .await;
         match done {
             Ok((refresh, inverse)) => self.writers[slot].finish_refresh(refresh, inverse),
             // Its design stays due, so the next update asks again.
@@ -464,14 +460,10 @@ impl LearningWriter {
             // thread (docs/performance.md), lowered as the outbox's batches
             // are, so a save does not take a core from requests either.
             let state = state.clone();
-            let (done, capped) =
-                priority::run_beside(self.yields, PERSIST_LOWERED_AT_MOST, Vec::new, move || {
-                    serde_json::to_value(&state)
-                })
-                .await;
-            if capped {
-                metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
-            }
+            let done = off_worker(self.yields, PERSIST_LOWERED_AT_MOST, move || {
+                serde_json::to_value(&state)
+            })
+            .await;
             let value = match done {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
@@ -495,4 +487,19 @@ impl LearningWriter {
             }
         }
     }
+}
+
+/// Runs the learner's heavy work on a blocking thread, lowered for at most
+/// `cap` with `yields` (`priority::run_beside`); a lowering the cap ended
+/// is counted.
+async fn off_worker<T: Send + 'static>(
+    yields: bool,
+    cap: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let (done, capped) = priority::run_beside(yields, cap, Vec::new, work).await;
+    if capped {
+        metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
+    }
+    done
 }
