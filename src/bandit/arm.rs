@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ArmSpec, PolicyConfig};
 use super::drift::{Cusum, DriftEvent, DriftFlags, DriftSignal};
 use super::exact;
+use super::mirror::Probe;
 use super::refresh::{Gram, Model};
 use super::ridge::{Design, Noise, Target};
 use crate::domain::ModelName;
@@ -163,10 +164,16 @@ impl ArmState {
     }
 
     pub(crate) fn estimate(&self, x: &[f64]) -> Estimate {
+        self.estimate_at(x, &Probe::new(x))
+    }
+
+    /// `estimate` with `x`'s probe built by the caller: a decision builds
+    /// one for all its arms.
+    pub(crate) fn estimate_at(&self, x: &[f64], probe: &Probe) -> Estimate {
         let q = &self.quality;
         let o = &self.outcome;
         let quality = q.target.predict(x).clamp(0.0, 1.0);
-        let quality_sd = (q.noise.var() * q.design.variance(x)).sqrt();
+        let quality_sd = (q.noise.var() * q.design.variance(x, probe)).sqrt();
         let cost_usd = (o.log_cost.predict(x) + 0.5 * o.cost_noise.var().min(LOG_VAR_CAP)).exp();
         let latency_s =
             (o.log_latency.predict(x) + 0.5 * o.latency_noise.var().min(LOG_VAR_CAP)).exp();

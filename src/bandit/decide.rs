@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use super::config::{Algorithm, Objective};
 use super::drift::DriftFlags;
+use super::mirror::Probe;
 use super::normal::{self, Capped};
 use super::snapshot::PolicySnapshot;
 use crate::domain::Usd;
@@ -376,11 +377,12 @@ impl PolicySnapshot {
             _ => 0.0,
         };
         let mut rows = Vec::with_capacity(req.eligible.len());
+        let probe = Probe::new(x);
         for &i in req.eligible {
             let Some(arm) = self.arms.get(i) else {
                 return Err(DecideError::UnknownArm(i));
             };
-            let e = arm.estimate(x);
+            let e = arm.estimate_at(x, &probe);
             let boost = if e.drift.quality || e.drift.cost {
                 cfg.drift.exploration_boost
             } else {

@@ -2,12 +2,15 @@
 //! decision's quadratic form `x^T P x`.
 //!
 //! Owns: `Upper` (built at most once per published matrix: by the writer
-//! as it publishes, `prime`, or else on first use) and its quadratic form.
+//! as it publishes, `prime`, or else on first use), its quadratic form, and
+//! `Probe`, the form's view of `x` that one decision shares across arms.
 //! Must not import bandit state.
 //! Why: the per-arm `x^T A^-1 x` is the decision's largest cost. Packed
 //! f32 halves the memory it streams (d (d + 1) / 2 floats, no unused lower
-//! triangle) and doubles the lanes per SSE instruction, with no `unsafe`
-//! and no CPU-specific build. The learner's own state stays f64; only the
+//! triangle) and doubles the lanes per vector instruction; the binary
+//! stays baseline x86-64 and takes AVX's wider lanes where the CPU has
+//! them (`accumulate_fastest`, the crate's one `unsafe` outside
+//! `store/priority.rs`). The learner's own state stays f64; only the
 //! exploration width is computed from the copy: its relative error
 //! (~1e-6) is far below anything the width is used for, and the logged
 //! propensity is the one of the decision actually made.
@@ -60,50 +63,133 @@ impl Upper {
     }
 
     /// `x^T P x` for the row-major symmetric `d x d` matrix `p`, through
-    /// the packed f32 copy (built on first use); `None` when `d > MAX_D`.
-    pub fn quad_form(&self, p: &[f64], x: &[f64]) -> Option<f64> {
-        let d = x.len();
-        if d > MAX_D || p.len() != d * d {
+    /// the packed f32 copy (built on first use), with `x` as `probe` holds
+    /// it; `None` when `d > MAX_D`.
+    pub fn quad_form(&self, p: &[f64], probe: &Probe) -> Option<f64> {
+        let d = probe.d;
+        if !probe.fits() || p.len() != d * d {
             return None;
         }
         let packed = self.0.get_or_init(|| pack(p, d));
-        let mut xs = [0.0f32; MAX_D];
-        for (o, &v) in xs.iter_mut().zip(x) {
-            *o = v as f32;
-        }
-        // y_j = sum_{i <= j} U_ij x_i with U the packed rows (off-diagonals
-        // doubled), so x^T P x = x . y. Row by row this is an axpy, which
-        // vectorises with no horizontal sum per row; rows start on a
-        // multiple of LANES (zero-padded) so every row loads and stores `y`
-        // at the same aligned offsets and store-to-load forwarding holds.
-        let dp = padded(d);
         let mut y = [0.0f32; MAX_D];
-        let mut rest = &packed[..];
-        for (i, &xi) in xs[..d].iter().enumerate() {
-            let start = i / LANES * LANES;
-            let (row, tail) = rest.split_at(dp - start);
-            rest = tail;
-            // A zero feature's row adds nothing (the matrix is finite):
-            // hashed prompt features leave most of x at zero (57 of 100 in
-            // the load harness's prompt), so skipping their rows is most of
-            // the work saved, and the sum keeps its order for the others.
-            if xi == 0.0 {
-                continue;
-            }
-            for (yj, &u) in y[start..dp].iter_mut().zip(row) {
-                *yj += xi * u;
+        accumulate_fastest(packed, probe, &mut y);
+        // x . y in f64 over the non-zero x_j only, four partial sums: one
+        // running sum would chain every addition on the one before.
+        let (xs, nonzero) = (&probe.xs, probe.nonzero());
+        let mut acc = [0.0f64; 4];
+        let mut quads = nonzero.chunks_exact(4);
+        for quad in quads.by_ref() {
+            for (a, &j) in acc.iter_mut().zip(quad) {
+                let j = usize::from(j);
+                *a += f64::from(xs[j]) * f64::from(y[j]);
             }
         }
-        // x . y in f64 with four partial sums over the zero-padded rows:
-        // one running sum would chain d dependent additions.
-        let mut acc = [0.0f64; 4];
-        for (a, b) in xs[..dp].chunks_exact(4).zip(y[..dp].chunks_exact(4)) {
-            for k in 0..4 {
-                acc[k] += f64::from(a[k]) * f64::from(b[k]);
-            }
+        for (a, &j) in acc.iter_mut().zip(quads.remainder()) {
+            let j = usize::from(j);
+            *a += f64::from(xs[j]) * f64::from(y[j]);
         }
         Some((acc[0] + acc[1]) + (acc[2] + acc[3]))
     }
+}
+
+/// `x` as the quadratic form reads it: in f32, zero beyond `d`, with the
+/// positions of its non-zero entries in ascending order. A decision builds
+/// one and every arm's form reads it (each form used to convert and scan
+/// `x` itself: a fifth of its instructions at d = 100, four arms).
+pub(crate) struct Probe {
+    xs: [f32; MAX_D],
+    nonzero: [u16; MAX_D],
+    count: usize,
+    /// `x.len()`; above `MAX_D` the probe holds nothing and forms decline.
+    d: usize,
+}
+
+impl Probe {
+    pub fn new(x: &[f64]) -> Self {
+        let mut probe = Self {
+            xs: [0.0; MAX_D],
+            nonzero: [0; MAX_D],
+            count: 0,
+            d: x.len(),
+        };
+        if !probe.fits() {
+            return probe;
+        }
+        for ((i, o), &v) in probe.xs.iter_mut().enumerate().zip(x) {
+            *o = v as f32;
+            // A zero feature's row adds nothing (the matrix is finite):
+            // hashed prompt features leave most of x at zero (57 of 100
+            // in the load harness's prompt). An entry too small for f32
+            // counts as zero, as it did when the form tested the f32 value.
+            if *o != 0.0 {
+                probe.nonzero[probe.count] = i as u16; // i < MAX_D < 2^16
+                probe.count += 1;
+            }
+        }
+        probe
+    }
+
+    fn fits(&self) -> bool {
+        self.d <= MAX_D
+    }
+
+    fn nonzero(&self) -> &[u16] {
+        &self.nonzero[..self.count]
+    }
+}
+
+/// `y_j = sum_{i <= j} U_ij x_i` over the rows of the non-zero `x_i`, with
+/// `U` the packed rows (off-diagonals doubled), so `x^T P x = x . y`. Row by
+/// row this is an axpy, which vectorises with no horizontal sum per row;
+/// rows start on a multiple of `LANES` (zero-padded) so every row loads and
+/// stores `y` at the same aligned offsets and store-to-load forwarding holds.
+#[inline(always)]
+fn accumulate(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
+    let dp = padded(probe.d);
+    for &i in probe.nonzero() {
+        let i = usize::from(i);
+        let start = i / LANES * LANES;
+        let at = row_start(i, dp);
+        let (Some(row), Some(ys)) = (packed.get(at..at + dp - start), y.get_mut(start..dp)) else {
+            return; // cannot happen: `pack` wrote every row for this d
+        };
+        let xi = probe.xs[i];
+        for (yj, &u) in ys.iter_mut().zip(row) {
+            *yj += xi * u;
+        }
+    }
+}
+
+/// `accumulate` compiled for AVX: eight lanes a step instead of SSE's four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn accumulate_avx(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
+    accumulate(packed, probe, y);
+}
+
+/// `accumulate` with the widest vectors this CPU has (the binary itself
+/// targets baseline x86-64, so it runs anywhere). Both versions add the same
+/// products in the same order, lane by lane, so they give the same bits.
+fn accumulate_fastest(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: `accumulate_avx` needs only AVX, which the CPU has
+        // (checked just above; std caches the answer).
+        #[allow(unsafe_code)]
+        unsafe {
+            accumulate_avx(packed, probe, y);
+        }
+        return;
+    }
+    accumulate(packed, probe, y);
+}
+
+/// Where row `i` starts in the packed copy: row `k` holds
+/// `dp - LANES * (k / LANES)` floats (`pack`), so with `i = LANES q + r` the
+/// rows before it hold `i dp - LANES (LANES q (q - 1) / 2 + q r)`.
+fn row_start(i: usize, dp: usize) -> usize {
+    let (q, r) = (i / LANES, i % LANES);
+    i * dp - LANES * (LANES * q * q.saturating_sub(1) / 2 + q * r)
 }
 
 /// Floats per block: two SSE registers (one AVX register).
@@ -161,14 +247,64 @@ mod tests {
             }
             let x = &x[..d];
             let exact = linalg::quad_form(&p, x);
-            let fast = Upper::default().quad_form(&p, x).unwrap();
+            let fast = Upper::default().quad_form(&p, &Probe::new(x)).unwrap();
             proptest::prop_assert!((fast - exact).abs() <= 1e-5 * exact.abs().max(1.0));
         }
     }
 
     #[test]
+    fn rows_start_where_pack_put_them() {
+        for d in 1..=40 {
+            let dp = padded(d);
+            let mut at = 0;
+            for i in 0..d {
+                assert_eq!(row_start(i, dp), at, "d = {d}, row {i}");
+                at += dp - i / LANES * LANES;
+            }
+            assert_eq!(at, pack(&vec![0.0; d * d], d).len(), "d = {d}");
+        }
+    }
+
+    #[test]
+    fn the_probe_lists_the_non_zero_entries_in_order() {
+        let probe = Probe::new(&[0.0, 1.5, 0.0, -2.0, 1e-300]);
+        // 1e-300 is zero in f32, so its row is skipped like a zero's.
+        assert_eq!(probe.nonzero(), &[1, 3]);
+        assert!(!Probe::new(&vec![1.0; MAX_D + 1]).fits());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest::proptest! {
+        /// The AVX build of the form's inner loop gives the baseline
+        /// build's bits (on a CPU without AVX there is nothing to compare).
+        #[test]
+        fn the_avx_loop_gives_the_baseline_bits(
+            d in 1usize..40,
+            p in proptest::collection::vec(-1.0f64..1.0, 40 * 40),
+            x in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0.0), -2.0f64..2.0],
+                40,
+            ),
+        ) {
+            if std::arch::is_x86_feature_detected!("avx") {
+                let packed = pack(&p[..d * d], d);
+                let probe = Probe::new(&x[..d]);
+                let (mut plain, mut wide) = ([0.0f32; MAX_D], [0.0f32; MAX_D]);
+                accumulate(&packed, &probe, &mut plain);
+                // SAFETY: the CPU has AVX (checked above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    accumulate_avx(&packed, &probe, &mut wide);
+                }
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&plain), bits(&wide));
+            }
+        }
+    }
+
+    #[test]
     fn a_clone_is_built_from_the_matrix_it_is_next_used_with() {
-        let x = [1.0, 2.0];
+        let x = Probe::new(&[1.0, 2.0]);
         let before = [1.0, 0.0, 0.0, 1.0];
         let after = [3.0, 0.5, 0.5, 2.0];
         let built = Upper::default();
@@ -187,7 +323,7 @@ mod tests {
     fn above_the_stack_buffer_it_declines() {
         let d = MAX_D + 1;
         assert!(Upper::default()
-            .quad_form(&vec![0.0; d * d], &vec![0.0; d])
+            .quad_form(&vec![0.0; d * d], &Probe::new(&vec![0.0; d]))
             .is_none());
     }
 }

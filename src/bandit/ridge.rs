@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::exact;
 use super::linalg;
-use super::mirror::Upper;
+use super::mirror::{Probe, Upper};
 
 /// Intercept prior precision relative to the slopes' (prior sd 10x wider).
 pub(crate) const INTERCEPT_PRIOR_RATIO: f64 = 0.01;
@@ -123,11 +123,12 @@ impl Design {
         self.upper.is_built()
     }
 
-    /// `x^T A^-1 x`: the predictive variance factor. O(d^2).
+    /// `x^T A^-1 x`: the predictive variance factor, `probe` being `x` as
+    /// the f32 form reads it. O(d^2).
     #[inline]
-    pub fn variance(&self, x: &[f64]) -> f64 {
+    pub fn variance(&self, x: &[f64], probe: &Probe) -> f64 {
         self.upper
-            .quad_form(&self.p, x)
+            .quad_form(&self.p, probe)
             .unwrap_or_else(|| linalg::quad_form(&self.p, x))
             .max(0.0)
     }
