@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
@@ -42,12 +42,19 @@ pub async fn chat_completions(
 }
 
 fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
+    // Names built at compile time: inserting by `&str` parses each name
+    // again on every response.
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-switchboard-request-id");
+    const MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
+    const ROUTE: HeaderName = HeaderName::from_static("x-switchboard-route");
+    const POLICY_VERSION: HeaderName = HeaderName::from_static("x-switchboard-policy-version");
+    const DECISION: HeaderName = HeaderName::from_static("x-switchboard-decision");
     let pairs = [
-        ("x-switchboard-request-id", Some(&meta.request_id)),
-        ("x-switchboard-model", meta.model.as_ref()),
-        ("x-switchboard-route", meta.route.as_ref()),
-        ("x-switchboard-policy-version", meta.policy_version.as_ref()),
-        ("x-switchboard-decision", meta.decision_summary.as_ref()),
+        (REQUEST_ID, Some(&meta.request_id)),
+        (MODEL, meta.model.as_ref()),
+        (ROUTE, meta.route.as_ref()),
+        (POLICY_VERSION, meta.policy_version.as_ref()),
+        (DECISION, meta.decision_summary.as_ref()),
     ];
     for (name, value) in pairs {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {

@@ -79,6 +79,14 @@ impl RouterOptions {
 }
 
 fn from_headers(headers: &HeaderMap) -> Result<RouterOptions, ApiError> {
+    // Most requests carry none: one pass over the names (stored lower-case)
+    // instead of five lookups that each parse and hash a name.
+    if !headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-switchboard-"))
+    {
+        return Ok(RouterOptions::default());
+    }
     let get = |name: &str| -> Result<Option<String>, ApiError> {
         match headers.get(name) {
             None => Ok(None),
