@@ -225,16 +225,21 @@ mod tests {
     use super::*;
     use crate::bandit::linalg;
 
+    /// 40 features, about half of them zero, as hashed prompt features
+    /// mostly are.
+    fn features() -> impl proptest::strategy::Strategy<Value = Vec<f64>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![proptest::strategy::Just(0.0), -2.0f64..2.0],
+            40,
+        )
+    }
+
     proptest::proptest! {
         #[test]
         fn the_f32_form_matches_the_f64_one(
             d in 1usize..40,
             seed in proptest::collection::vec(-1.0f64..1.0, 40 * 40),
-            // Half the features zero, as hashed prompt features mostly are.
-            x in proptest::collection::vec(
-                proptest::prop_oneof![proptest::strategy::Just(0.0), -2.0f64..2.0],
-                40,
-            ),
+            x in features(),
         ) {
             // A symmetric positive definite P = M M^T / d + I.
             let m = &seed[..d * d];
@@ -249,6 +254,21 @@ mod tests {
             let exact = linalg::quad_form(&p, x);
             let fast = Upper::default().quad_form(&p, &Probe::new(x)).unwrap();
             proptest::prop_assert!((fast - exact).abs() <= 1e-5 * exact.abs().max(1.0));
+            // The AVX build of the inner loop gives the baseline build's
+            // bits (on a CPU without AVX there is nothing to compare).
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx") {
+                let (packed, probe) = (pack(&p, d), Probe::new(x));
+                let (mut plain, mut wide) = ([0.0f32; MAX_D], [0.0f32; MAX_D]);
+                accumulate(&packed, &probe, &mut plain);
+                // SAFETY: the CPU has AVX (checked above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    accumulate_avx(&packed, &probe, &mut wide);
+                }
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&plain), bits(&wide));
+            }
         }
     }
 
@@ -271,35 +291,6 @@ mod tests {
         // 1e-300 is zero in f32, so its row is skipped like a zero's.
         assert_eq!(probe.nonzero(), &[1, 3]);
         assert!(!Probe::new(&vec![1.0; MAX_D + 1]).fits());
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    proptest::proptest! {
-        /// The AVX build of the form's inner loop gives the baseline
-        /// build's bits (on a CPU without AVX there is nothing to compare).
-        #[test]
-        fn the_avx_loop_gives_the_baseline_bits(
-            d in 1usize..40,
-            p in proptest::collection::vec(-1.0f64..1.0, 40 * 40),
-            x in proptest::collection::vec(
-                proptest::prop_oneof![proptest::strategy::Just(0.0), -2.0f64..2.0],
-                40,
-            ),
-        ) {
-            if std::arch::is_x86_feature_detected!("avx") {
-                let packed = pack(&p[..d * d], d);
-                let probe = Probe::new(&x[..d]);
-                let (mut plain, mut wide) = ([0.0f32; MAX_D], [0.0f32; MAX_D]);
-                accumulate(&packed, &probe, &mut plain);
-                // SAFETY: the CPU has AVX (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    accumulate_avx(&packed, &probe, &mut wide);
-                }
-                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                proptest::prop_assert_eq!(bits(&plain), bits(&wide));
-            }
-        }
     }
 
     #[test]
