@@ -1,16 +1,30 @@
-//! Multi-row inserts for a batch of events, one transaction per batch.
-//! Written once, generic over the backend (built with
-//! `QueryBuilder::push_bind`, never `format!`); SQLite writes with these,
-//! Postgres with one array per column instead (`batch_pg.rs`).
+//! SQLite batch writes: multi-row inserts, one transaction per batch, and
+//! the hourly rollups of the request rows the batch inserted. (Postgres
+//! writes with one array per column instead, `batch_pg.rs`, and keeps its
+//! rollups with statement-level triggers.)
+//!
+//! Why the rollups are summed here and not by a trigger: SQLite has only
+//! row-level triggers, and the one that kept `rollup_hourly` and
+//! `rollup_latency_hourly` ran two upserts, two `strftime` parses and two
+//! feedback probes for every row: ~26,000 of the ~67,000 instructions a
+//! request row cost SQLite (callgrind, docs/performance.md). Summed per
+//! batch, it is one upsert per (hour, route, model, ...) group. What only
+//! the database knows stays in a trigger (migration 20261207000070): the
+//! quality feedback stored before its request, credited when the request
+//! row arrives.
 
-use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use sqlx::sqlite::SqliteArguments;
 use sqlx::types::Json;
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Arguments, Sqlite, SqlitePool, Transaction};
 
-use super::records::{AttemptRecord, Event, FeedbackRecord, JsonText, LazyJson, RequestRecord};
+use super::dashboard::LATENCY_BUCKETS_MS;
+use super::records::{Event, FeedbackRecord, LazyJson, RequestRecord};
 
 /// Most rows per statement: keeps bind parameters under SQLite's limit
-/// (256 rows x 29 columns = 7,424 binds of at most 32,766).
+/// (256 rows x 34 columns = 8,704 binds of at most 32,766).
 pub(super) const ROWS_PER_STATEMENT: usize = 256;
 
 /// Cuts `rows` into statements of power-of-two sizes (256, 128, ..., 1),
@@ -46,134 +60,274 @@ pub(super) fn split(events: &[Event]) -> (Vec<&RequestRecord>, Vec<&FeedbackReco
     (requests, feedback)
 }
 
-/// `INSERT INTO requests ... VALUES (...), (...) ON CONFLICT DO NOTHING`: the
-/// key is (id, created_at) on partitioned Postgres, id on SQLite; a replayed
-/// record repeats both, so no conflict target is named.
-pub(super) fn insert_requests<'a, DB>(rows: &[&RequestRecord]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i32>: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> Json<serde_json::Value>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<Json<serde_json::Value>>: Encode<'q, DB> + Type<DB>,
-    for<'q> Json<Vec<String>>: Encode<'q, DB> + Type<DB>,
-    for<'q> Json<Vec<AttemptRecord>>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<Json<Vec<f64>>>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<Json<JsonText>>: Encode<'q, DB> + Type<DB>,
-{
-    // Typed values go to `Json` as they are: no `serde_json::Value` per
-    // element in between (a feature vector was 64 of them per row).
-    let mut qb = QueryBuilder::<DB>::new(
-        "INSERT INTO requests (id, created_at, api_key_id, tenant, route, tier, user_id, \
-         requested_model, model, provider, eligible_models, policy_version, propensity, \
-         features, decision, stream, prompt_tokens, completion_tokens, \
-         tokens_counted_locally, cost_usd, latency_ms, ttft_ms, status, status_code, \
-         error_kind, fallback_chain, attempts, cache_hit, tags, experiment, experiment_arm, \
-         shadow, shadow_of, counterfactual) ",
-    );
-    qb.push_values(rows.iter().copied(), |mut row, r| {
-        row.push_bind(r.id.clone())
-            .push_bind(r.created_at)
-            .push_bind(r.api_key_id.clone())
-            .push_bind(r.tenant.clone())
-            .push_bind(r.route.clone())
-            .push_bind(r.tier.clone())
-            .push_bind(r.user_id.clone())
-            .push_bind(r.requested_model.clone())
-            .push_bind(r.model.clone())
-            .push_bind(r.provider.clone())
-            .push_bind(Json(r.eligible_models.clone()))
-            .push_bind(r.policy_version.clone())
-            .push_bind(r.propensity)
-            .push_bind(r.features.clone().map(Json))
-            .push_bind(
-                r.decision
-                    .as_ref()
-                    .and_then(LazyJson::text)
-                    .map(|t| Json(t.into_owned())),
-            )
-            .push_bind(r.stream)
-            .push_bind(r.prompt_tokens)
-            .push_bind(r.completion_tokens)
-            .push_bind(r.tokens_counted_locally)
-            .push_bind(r.cost_usd)
-            .push_bind(r.latency_ms)
-            .push_bind(r.ttft_ms)
-            .push_bind(r.status().to_owned())
-            .push_bind(r.status_code)
-            .push_bind(r.error_kind.clone())
-            .push_bind(Json(r.fallback_chain.clone()))
-            .push_bind(r.attempts)
-            .push_bind(r.cache_hit)
-            .push_bind(r.tags.clone().map(Json))
-            .push_bind(r.assignment.experiment.clone())
-            .push_bind(r.assignment.experiment_arm.clone())
-            .push_bind(r.assignment.shadow)
-            .push_bind(r.assignment.shadow_of.clone())
-            .push_bind(r.assignment.counterfactual.clone().map(Json));
+const REQUEST_COLUMNS: &str = "id, created_at, api_key_id, tenant, route, tier, user_id, \
+    requested_model, model, provider, eligible_models, policy_version, propensity, features, \
+    decision, stream, prompt_tokens, completion_tokens, tokens_counted_locally, cost_usd, \
+    latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain, attempts, cache_hit, \
+    tags, experiment, experiment_arm, shadow, shadow_of, counterfactual";
+const REQUEST_WIDTH: usize = 34;
+const FEEDBACK_COLUMNS: &str = "request_id, created_at, metric, value, source, comment, feedback_id";
+const FEEDBACK_WIDTH: usize = 7;
+
+/// `INSERT INTO <table> (<columns>) VALUES (?, ...), ... <tail>` for `rows`
+/// rows (a power of two), written once per size and kept: building it with
+/// a query builder formatted every placeholder and separator again for
+/// every row of every batch.
+fn insert_text(
+    texts: &'static OnceLock<Vec<String>>,
+    head: &str,
+    width: usize,
+    tail: &str,
+    rows: usize,
+) -> &'static str {
+    let texts = texts.get_or_init(|| {
+        let tuple = format!("({})", vec!["?"; width].join(", "));
+        (0..=ROWS_PER_STATEMENT.ilog2())
+            .map(|log| format!("{head} VALUES {}{tail}", vec![tuple.as_str(); 1 << log].join(", ")))
+            .collect()
     });
-    qb.push(" ON CONFLICT DO NOTHING");
-    qb
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+    &texts[rows.ilog2() as usize]
 }
 
-/// `INSERT INTO feedback ... ON CONFLICT (feedback_id) DO NOTHING`: a
-/// repeated idempotency key is accepted and stored once.
-pub(super) fn insert_feedback<'a, DB>(rows: &[&FeedbackRecord]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<f64>: Encode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i32>: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> Json<serde_json::Value>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<Json<serde_json::Value>>: Encode<'q, DB> + Type<DB>,
-{
-    let mut qb = QueryBuilder::<DB>::new(
-        "INSERT INTO feedback (request_id, created_at, metric, value, source, comment, feedback_id) ",
-    );
-    qb.push_values(rows.iter().copied(), |mut row, f| {
-        row.push_bind(f.request_id.clone())
-            .push_bind(f.created_at)
-            .push_bind(f.metric.clone())
-            .push_bind(f.value)
-            .push_bind(f.source.clone())
-            .push_bind(f.comment.clone())
-            .push_bind(f.feedback_id.clone());
-    });
-    qb.push(" ON CONFLICT (feedback_id) DO NOTHING");
-    qb
+/// The key is `id`; a replayed record repeats it and is skipped. The ids of
+/// the rows actually inserted come back, for the rollups.
+fn insert_requests_text(rows: usize) -> &'static str {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let head = format!("INSERT INTO requests ({REQUEST_COLUMNS})");
+    insert_text(&TEXTS, &head, REQUEST_WIDTH, " ON CONFLICT DO NOTHING RETURNING id", rows)
 }
 
-/// Writes a batch in one transaction on a concrete pool (the generic
-/// builders above produce the statements).
-macro_rules! write_events {
-    ($pool:expr, $db:ty, $events:expr) => {{
-        let (requests, feedback) = $crate::store::batch::split($events);
-        let mut tx = $pool.begin().await?;
-        // Requests first: feedback in the same batch may refer to them.
-        for chunk in $crate::store::batch::statement_chunks(&requests) {
-            let mut qb = $crate::store::batch::insert_requests::<$db>(chunk);
-            qb.build().execute(&mut *tx).await?;
+/// A repeated idempotency key is accepted and stored once.
+fn insert_feedback_text(rows: usize) -> &'static str {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let head = format!("INSERT INTO feedback ({FEEDBACK_COLUMNS})");
+    insert_text(
+        &TEXTS,
+        &head,
+        FEEDBACK_WIDTH,
+        " ON CONFLICT (feedback_id) DO NOTHING",
+        rows,
+    )
+}
+
+/// Adds one value to `args`, as the error type of the statement.
+fn add<'q, T>(args: &mut SqliteArguments<'q>, value: T) -> Result<(), sqlx::Error>
+where
+    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    args.add(value).map_err(sqlx::Error::Encode)
+}
+
+fn request_arguments<'q>(rows: &[&'q RequestRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
+    let mut args = SqliteArguments::default();
+    args.reserve(rows.len() * REQUEST_WIDTH, 0);
+    for r in rows {
+        add(&mut args, r.id.as_str())?;
+        add(&mut args, r.created_at)?;
+        add(&mut args, r.api_key_id.as_deref())?;
+        add(&mut args, r.tenant.as_deref())?;
+        add(&mut args, r.route.as_deref())?;
+        add(&mut args, r.tier.as_deref())?;
+        add(&mut args, r.user_id.as_deref())?;
+        add(&mut args, r.requested_model.as_str())?;
+        add(&mut args, r.model.as_deref())?;
+        add(&mut args, r.provider.as_deref())?;
+        add(&mut args, Json(&r.eligible_models))?;
+        add(&mut args, r.policy_version.as_deref())?;
+        add(&mut args, r.propensity)?;
+        add(&mut args, r.features.as_ref().map(Json))?;
+        // The receipt's text as it is (a `Json` of it would copy it through
+        // the serializer to the same text).
+        let decision = r.decision.as_ref().and_then(LazyJson::text);
+        add(&mut args, decision.map(|t| t.get().to_owned()))?;
+        add(&mut args, r.stream)?;
+        add(&mut args, r.prompt_tokens)?;
+        add(&mut args, r.completion_tokens)?;
+        add(&mut args, r.tokens_counted_locally)?;
+        add(&mut args, r.cost_usd)?;
+        add(&mut args, r.latency_ms)?;
+        add(&mut args, r.ttft_ms)?;
+        add(&mut args, r.status())?;
+        add(&mut args, r.status_code)?;
+        add(&mut args, r.error_kind.as_deref())?;
+        add(&mut args, Json(&r.fallback_chain))?;
+        add(&mut args, r.attempts)?;
+        add(&mut args, r.cache_hit)?;
+        add(&mut args, r.tags.as_ref().map(Json))?;
+        add(&mut args, r.assignment.experiment.as_deref())?;
+        add(&mut args, r.assignment.experiment_arm.as_deref())?;
+        add(&mut args, r.assignment.shadow)?;
+        add(&mut args, r.assignment.shadow_of.as_deref())?;
+        add(&mut args, r.assignment.counterfactual.as_ref().map(Json))?;
+    }
+    Ok(args)
+}
+
+fn feedback_arguments<'q>(rows: &[&'q FeedbackRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
+    let mut args = SqliteArguments::default();
+    args.reserve(rows.len() * FEEDBACK_WIDTH, 0);
+    for f in rows {
+        add(&mut args, f.request_id.as_str())?;
+        add(&mut args, f.created_at)?;
+        add(&mut args, f.metric.as_str())?;
+        add(&mut args, f.value)?;
+        add(&mut args, f.source.as_deref())?;
+        add(&mut args, f.comment.as_deref())?;
+        add(&mut args, f.feedback_id.as_deref())?;
+    }
+    Ok(args)
+}
+
+/// Writes a batch in one transaction: its requests, their rollups, then its
+/// feedback (which may refer to the requests, and whose own rollup trigger
+/// finds them).
+pub(super) async fn write_events(pool: &SqlitePool, events: &[Event]) -> Result<(), sqlx::Error> {
+    let (requests, feedback) = split(events);
+    let mut tx = pool.begin().await?;
+    let mut rollup = Rollup::default();
+    for chunk in statement_chunks(&requests) {
+        let sql = insert_requests_text(chunk.len());
+        let inserted: Vec<String> = sqlx::query_scalar_with(sql, request_arguments(chunk)?)
+            .fetch_all(&mut *tx)
+            .await?;
+        rollup.add_inserted(chunk, &inserted);
+    }
+    rollup.write(&mut tx).await?;
+    for chunk in statement_chunks(&feedback) {
+        let sql = insert_feedback_text(chunk.len());
+        sqlx::query_with(sql, feedback_arguments(chunk)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// `rollup_hourly`'s key: the hour's first second, then route, model,
+/// provider, policy version, API key and tenant ('' for none).
+type HourKey<'a> = (i64, [&'a str; 6]);
+
+/// One `rollup_hourly` group's sums over the rows of a batch (quality is
+/// credited by the feedback triggers, not here).
+#[derive(Default)]
+struct Sums {
+    requests: i64,
+    errors: i64,
+    cost_usd: f64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    latency_ms_sum: f64,
+    ttft_ms_sum: f64,
+    ttft_count: i64,
+}
+
+/// The rollup rows a batch adds to, summed in the writer.
+#[derive(Default)]
+struct Rollup<'a> {
+    hourly: HashMap<HourKey<'a>, Sums>,
+    /// (hour, model, latency bucket) -> requests.
+    latency: HashMap<(i64, &'a str, i64), i64>,
+}
+
+/// The hour a row counts in, as the dashboards read it: Unix seconds of
+/// the hour's start (SQLite's `strftime('%s', created_at) / 3600 * 3600`).
+fn hour_of(r: &RequestRecord) -> i64 {
+    r.created_at.timestamp() / 3600 * 3600
+}
+
+/// The largest bucket whose lower bound is at or below `latency_ms`.
+fn latency_bucket(latency_ms: f64) -> i64 {
+    let above = LATENCY_BUCKETS_MS.partition_point(|&lower| lower <= latency_ms);
+    above.saturating_sub(1) as i64
+}
+
+impl<'a> Rollup<'a> {
+    /// Counts the rows of `chunk` whose ids are in `inserted` (a replayed
+    /// row was skipped by the insert and is not counted again).
+    fn add_inserted(&mut self, chunk: &[&'a RequestRecord], inserted: &[String]) {
+        let all = inserted.len() == chunk.len();
+        let new: HashSet<&str> = if all {
+            HashSet::new()
+        } else {
+            inserted.iter().map(String::as_str).collect()
+        };
+        for r in chunk.iter().filter(|r| all || new.contains(r.id.as_str())) {
+            self.add(r);
         }
-        for chunk in $crate::store::batch::statement_chunks(&feedback) {
-            let mut qb = $crate::store::batch::insert_feedback::<$db>(chunk);
-            qb.build().execute(&mut *tx).await?;
+    }
+
+    fn add(&mut self, r: &'a RequestRecord) {
+        let hour = hour_of(r);
+        let text = |v: &'a Option<String>| v.as_deref().unwrap_or("");
+        let model = text(&r.model);
+        let key = [
+            text(&r.route),
+            model,
+            text(&r.provider),
+            text(&r.policy_version),
+            text(&r.api_key_id),
+            text(&r.tenant),
+        ];
+        let s = self.hourly.entry((hour, key)).or_default();
+        s.requests += 1;
+        s.errors += i64::from(!r.ok);
+        s.cost_usd += r.cost_usd;
+        s.prompt_tokens += i64::from(r.prompt_tokens.unwrap_or(0));
+        s.completion_tokens += i64::from(r.completion_tokens.unwrap_or(0));
+        s.latency_ms_sum += r.latency_ms;
+        s.ttft_ms_sum += r.ttft_ms.unwrap_or(0.0);
+        s.ttft_count += i64::from(r.ttft_ms.is_some());
+        *self
+            .latency
+            .entry((hour, model, latency_bucket(r.latency_ms)))
+            .or_default() += 1;
+    }
+
+    /// One upsert per group, each a cached one-row statement.
+    async fn write(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        const HOURLY: &str = "INSERT INTO rollup_hourly (hour, route, model, provider, \
+            policy_version, api_key_id, tenant, requests, errors, cost_usd, prompt_tokens, \
+            completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count) \
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            ON CONFLICT (hour, route, model, provider, policy_version, api_key_id, tenant) \
+            DO UPDATE SET requests = requests + excluded.requests, \
+            errors = errors + excluded.errors, cost_usd = cost_usd + excluded.cost_usd, \
+            prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
+            completion_tokens = completion_tokens + excluded.completion_tokens, \
+            latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
+            ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum, \
+            ttft_count = ttft_count + excluded.ttft_count";
+        const LATENCY: &str = "INSERT INTO rollup_latency_hourly (hour, model, bucket, requests) \
+            VALUES (?, ?, ?, ?) \
+            ON CONFLICT (hour, model, bucket) DO UPDATE SET requests = requests + excluded.requests";
+        for ((hour, key), s) in &self.hourly {
+            let mut q = sqlx::query(HOURLY).bind(hour);
+            for part in key {
+                q = q.bind(*part);
+            }
+            q.bind(s.requests)
+                .bind(s.errors)
+                .bind(s.cost_usd)
+                .bind(s.prompt_tokens)
+                .bind(s.completion_tokens)
+                .bind(s.latency_ms_sum)
+                .bind(s.ttft_ms_sum)
+                .bind(s.ttft_count)
+                .execute(&mut **tx)
+                .await?;
         }
-        tx.commit().await?;
+        for ((hour, model, bucket), requests) in &self.latency {
+            sqlx::query(LATENCY)
+                .bind(hour)
+                .bind(*model)
+                .bind(bucket)
+                .bind(requests)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
-    }};
+    }
 }
-pub(super) use write_events;
 
 #[cfg(test)]
 mod tests {
@@ -194,5 +348,38 @@ mod tests {
         let rows = vec![0u8; 26];
         let sizes: Vec<usize> = statement_chunks(&rows).map(<[u8]>::len).collect();
         assert_eq!(sizes, [16, 8, 2]);
+    }
+
+    #[test]
+    fn insert_texts_have_one_placeholder_per_value_and_are_built_once() {
+        for log in 0..=ROWS_PER_STATEMENT.ilog2() {
+            let rows = 1usize << log;
+            let sql = insert_requests_text(rows);
+            assert_eq!(sql.matches('?').count(), rows * REQUEST_WIDTH, "{rows} rows");
+            assert_eq!(REQUEST_COLUMNS.split(',').count(), REQUEST_WIDTH);
+            assert!(sql.ends_with("ON CONFLICT DO NOTHING RETURNING id"));
+            assert!(std::ptr::eq(sql, insert_requests_text(rows)));
+            let sql = insert_feedback_text(rows);
+            assert_eq!(sql.matches('?').count(), rows * FEEDBACK_WIDTH);
+            assert_eq!(FEEDBACK_COLUMNS.split(',').count(), FEEDBACK_WIDTH);
+        }
+    }
+
+    #[test]
+    fn a_latency_lands_in_the_largest_bucket_at_or_below_it() {
+        let last = LATENCY_BUCKETS_MS.len() as i64 - 1;
+        for (ms, want) in [
+            (0.0, 0),
+            (4.999, 0),
+            (5.0, 1),
+            (7.0, 1),
+            (99.9, 6),
+            (100.0, 7),
+            (119_999.0, last - 1),
+            (120_000.0, last),
+            (1e9, last),
+        ] {
+            assert_eq!(latency_bucket(ms), want, "{ms} ms");
+        }
     }
 }

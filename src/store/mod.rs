@@ -130,7 +130,8 @@ impl Store {
         match self {
             // Postgres: one array per column (`batch_pg`), far fewer binds per row.
             Store::Postgres(pool) => Ok(batch_pg::write_events(pool, events).await?),
-            Store::Sqlite(pool) => batch::write_events!(pool, sqlx::Sqlite, events),
+            // SQLite: multi-row inserts, rollups summed per batch (`batch`).
+            Store::Sqlite(pool) => Ok(batch::write_events(pool, events).await?),
         }
     }
 

@@ -1,4 +1,6 @@
 use serde_json::{json, Value};
+use sqlx::SqlitePool;
+use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
 
 use crate::helpers::{spawn, two_providers, Db};
 use crate::mock::MockUpstream;
@@ -43,47 +45,149 @@ async fn the_embedded_sqlite_store_records_requests_and_feedback() {
     app.shutdown().await;
 }
 
-/// The rollup trigger finds a request's latency bucket by an index probe
-/// (migration 20261206000060); every latency, on a bound, between bounds
-/// and past the last one, lands where the bounds table says it should:
-/// the largest bucket whose lower bound is at or below it.
+/// A row of the model `model` at 10:00:30 on 2026-12-06, `ms` long.
+fn row(id: &str, model: &str, ms: f64) -> Event {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:30.5Z")
+        .unwrap()
+        .to_utc();
+    Event::Request(Box::new(RequestRecord {
+        id: id.into(),
+        created_at: at,
+        api_key_id: None,
+        tenant: None,
+        route: Some("auto".into()),
+        tier: None,
+        user_id: None,
+        requested_model: "auto".into(),
+        model: Some(model.into()),
+        provider: Some("alpha".into()),
+        eligible_models: vec![model.into()],
+        policy_version: None,
+        propensity: None,
+        features: None,
+        decision: None,
+        stream: false,
+        prompt_tokens: Some(3),
+        completion_tokens: None,
+        tokens_counted_locally: false,
+        cost_usd: 0.25,
+        latency_ms: ms,
+        ttft_ms: None,
+        ok: true,
+        status_code: 200,
+        error_kind: None,
+        fallback_chain: vec![],
+        attempts: 1,
+        cache_hit: false,
+        tags: None,
+        assignment: Default::default(),
+    }))
+}
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> (Store, SqlitePool) {
+    let url = format!("sqlite://{}", dir.path().join("rollup.db").display());
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let Store::Sqlite(pool) = &store else {
+        unreachable!("a sqlite:// URL opens SQLite");
+    };
+    let pool = pool.clone();
+    (store, pool)
+}
+
+/// The writer sums a batch's latency rollup (src/store/batch.rs); every
+/// latency, on a bound, between bounds and past the last one, lands where
+/// the database's bounds table says it should: the largest bucket whose
+/// lower bound is at or below it.
 #[tokio::test]
 async fn the_latency_rollup_puts_each_request_in_the_bucket_its_bounds_give() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rollup.db").display());
-    let store = switchboard::store::Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
-    let switchboard::store::Store::Sqlite(pool) = &store else {
-        unreachable!("a sqlite:// URL opens SQLite");
-    };
+    let (store, pool) = sqlite_store(&dir).await;
     let latencies = [
         0.0, 0.4, 4.999, 5.0, 7.0, 99.9, 100.0, 119_999.0, 120_000.0, 1e9,
     ];
+    let batch: Vec<Event> = latencies
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| row(&format!("req-{i}"), &format!("model-{i}"), ms))
+        .collect();
+    store.write_batch(&batch).await.unwrap();
     for (i, ms) in latencies.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO requests (id, created_at, requested_model, model, stream, latency_ms, \
-             status, status_code) VALUES (?, '2026-12-06T10:00:00Z', 'm', ?, false, ?, 'ok', 200)",
+        let (hour, bucket, requests): (i64, i64, i64) = sqlx::query_as(
+            "SELECT hour, bucket, requests FROM rollup_latency_hourly WHERE model = ?",
         )
-        .bind(format!("req-{i}"))
         .bind(format!("model-{i}"))
-        .bind(ms)
-        .execute(pool)
+        .fetch_one(&pool)
         .await
         .unwrap();
-    }
-    for (i, ms) in latencies.iter().enumerate() {
-        let (bucket, requests): (i64, i64) =
-            sqlx::query_as("SELECT bucket, requests FROM rollup_latency_hourly WHERE model = ?")
-                .bind(format!("model-{i}"))
-                .fetch_one(pool)
-                .await
-                .unwrap();
         let want: i64 =
             sqlx::query_scalar("SELECT max(bucket) FROM latency_bucket_bounds WHERE lower_ms <= ?")
                 .bind(ms)
-                .fetch_one(pool)
+                .fetch_one(&pool)
                 .await
                 .unwrap();
         assert_eq!((bucket, requests), (want, 1), "latency {ms} ms");
+        // The hour the feedback and error triggers key the same row by.
+        let trigger_hour: i64 = sqlx::query_scalar(
+            "SELECT CAST(strftime('%s', created_at) AS INTEGER) / 3600 * 3600 FROM requests \
+             WHERE id = ?",
+        )
+        .bind(format!("req-{i}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((hour, trigger_hour), (1_796_551_200, 1_796_551_200));
     }
+}
+
+/// The hourly rollup summed per batch counts what the rows say, counts a
+/// replayed batch once, and still credits quality feedback that was stored
+/// before its request row (the trigger kept for it) as well as feedback
+/// stored after (the feedback trigger).
+#[tokio::test]
+async fn the_hourly_rollup_counts_each_row_once_and_credits_early_and_late_feedback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pool) = sqlite_store(&dir).await;
+    let at = chrono::Utc::now();
+    let quality = |id: &str, fid: &str, value: f64| {
+        Event::Feedback(FeedbackRecord {
+            request_id: id.into(),
+            created_at: at,
+            metric: "quality".into(),
+            value,
+            source: None,
+            comment: None,
+            feedback_id: Some(fid.into()),
+        })
+    };
+    // Feedback for `early` lands a batch before its request row.
+    store
+        .write_batch(&[quality("early", "f-early", 0.25)])
+        .await
+        .unwrap();
+    let batch = vec![
+        row("early", "m", 10.0),
+        row("late", "m", 20.0),
+        row("none", "m", 30.0),
+    ];
+    store.write_batch(&batch).await.unwrap();
+    store.write_batch(&batch).await.unwrap(); // a replay: skipped rows count nothing
+    store
+        .write_batch(&[quality("late", "f-late", 0.5)])
+        .await
+        .unwrap();
+    let sums: (i64, i64, f64, i64, f64, i64, f64) = sqlx::query_as(
+        "SELECT requests, errors, cost_usd, prompt_tokens, latency_ms_sum, rewarded, reward_sum          FROM rollup_hourly WHERE model = 'm' AND route = 'auto' AND provider = 'alpha'          AND policy_version = '' AND api_key_id = '' AND tenant = ''",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sums, (3, 0, 0.75, 9, 60.0, 2, 0.75));
+    let buckets: i64 = sqlx::query_scalar(
+        "SELECT CAST(sum(requests) AS INTEGER) FROM rollup_latency_hourly WHERE model = 'm'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(buckets, 3);
 }
