@@ -66,7 +66,8 @@ const REQUEST_COLUMNS: &str = "id, created_at, api_key_id, tenant, route, tier, 
     latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain, attempts, cache_hit, \
     tags, experiment, experiment_arm, shadow, shadow_of, counterfactual";
 const REQUEST_WIDTH: usize = 34;
-const FEEDBACK_COLUMNS: &str = "request_id, created_at, metric, value, source, comment, feedback_id";
+const FEEDBACK_COLUMNS: &str =
+    "request_id, created_at, metric, value, source, comment, feedback_id";
 const FEEDBACK_WIDTH: usize = 7;
 
 /// `INSERT INTO <table> (<columns>) VALUES (?, ...), ... <tail>` for `rows`
@@ -83,7 +84,12 @@ fn insert_text(
     let texts = texts.get_or_init(|| {
         let tuple = format!("({})", vec!["?"; width].join(", "));
         (0..=ROWS_PER_STATEMENT.ilog2())
-            .map(|log| format!("{head} VALUES {}{tail}", vec![tuple.as_str(); 1 << log].join(", ")))
+            .map(|log| {
+                format!(
+                    "{head} VALUES {}{tail}",
+                    vec![tuple.as_str(); 1 << log].join(", ")
+                )
+            })
             .collect()
     });
     debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
@@ -95,7 +101,13 @@ fn insert_text(
 fn insert_requests_text(rows: usize) -> &'static str {
     static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
     let head = format!("INSERT INTO requests ({REQUEST_COLUMNS})");
-    insert_text(&TEXTS, &head, REQUEST_WIDTH, " ON CONFLICT DO NOTHING RETURNING id", rows)
+    insert_text(
+        &TEXTS,
+        &head,
+        REQUEST_WIDTH,
+        " ON CONFLICT DO NOTHING RETURNING id",
+        rows,
+    )
 }
 
 /// A repeated idempotency key is accepted and stored once.
@@ -355,7 +367,11 @@ mod tests {
         for log in 0..=ROWS_PER_STATEMENT.ilog2() {
             let rows = 1usize << log;
             let sql = insert_requests_text(rows);
-            assert_eq!(sql.matches('?').count(), rows * REQUEST_WIDTH, "{rows} rows");
+            assert_eq!(
+                sql.matches('?').count(),
+                rows * REQUEST_WIDTH,
+                "{rows} rows"
+            );
             assert_eq!(REQUEST_COLUMNS.split(',').count(), REQUEST_WIDTH);
             assert!(sql.ends_with("ON CONFLICT DO NOTHING RETURNING id"));
             assert!(std::ptr::eq(sql, insert_requests_text(rows)));
