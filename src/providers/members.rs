@@ -7,13 +7,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
+use super::Usage;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
-
-use super::openai::parse_usage;
-use super::Usage;
 
 /// The members in order, duplicates included, each value borrowed from the
 /// text it was read from.
@@ -65,11 +62,23 @@ impl<'a> Members<'a> {
 }
 
 /// A usage object's counts; `None` for `null` or any other shape.
+///
+/// Read from the members' own text rather than through a `Value` tree
+/// (~2,900 instructions an answer before, callgrind): a count is what
+/// `parse_usage` takes, a plain integer that fits `u64` (JSON has no `+`
+/// and no leading zeros, so `str::parse` accepts exactly those), and a
+/// repeated name counts its last value, as a tree keeps it.
 pub(super) fn usage_of(raw: &RawValue) -> Option<Usage> {
-    if raw.get() == "null" {
-        return None;
-    }
-    parse_usage(Some(&serde_json::from_str::<Value>(raw.get()).ok()?))
+    let members = Members::read_str(raw.get()).ok()?;
+    let count = |key: &str| {
+        let n: u64 = members.get(key)?.get().parse().ok()?;
+        Some(u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Some(Usage {
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens").unwrap_or(0),
+        counted_locally: false,
+    })
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
@@ -120,4 +129,65 @@ pub(super) fn quoted(s: &str) -> Vec<u8> {
     // Writing a &str to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, s);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::openai::parse_usage;
+
+    /// What a count can be on the wire, well-formed or not.
+    const COUNTS: [&str; 14] = [
+        "0",
+        "12",
+        "4294967295",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "-0",
+        "1.5",
+        "1e3",
+        "12.0",
+        "\"12\"",
+        "null",
+        "{\"cached\": 3}",
+    ];
+
+    proptest::proptest! {
+        /// The members' text gives the counts a `Value` tree gives.
+        #[test]
+        fn usage_from_text_equals_usage_from_a_tree(
+            prompt in proptest::option::of(0..COUNTS.len()),
+            completion in proptest::option::of(0..COUNTS.len()),
+            repeat in proptest::option::of(0..COUNTS.len()),
+            details in proptest::bool::ANY,
+        ) {
+            let mut members = Vec::new();
+            if details {
+                members.push(r#""prompt_tokens_details": {"cached_tokens": 1}"#.to_owned());
+            }
+            if let Some(i) = prompt {
+                members.push(format!(r#""prompt_tokens": {}"#, COUNTS[i]));
+            }
+            if let Some(i) = completion {
+                members.push(format!(r#""completion_tokens" : {}"#, COUNTS[i]));
+            }
+            if let Some(i) = repeat {
+                members.push(format!(r#""prompt_tokens":{}"#, COUNTS[i]));
+            }
+            let text = format!("{{{}}}", members.join(", "));
+            let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            let tree: serde_json::Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(usage_of(&raw), parse_usage(Some(&tree)), "{}", text);
+        }
+    }
+
+    #[test]
+    fn usage_of_anything_but_an_object_is_none() {
+        for text in ["null", "[]", "3", "\"usage\""] {
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            assert_eq!(usage_of(&raw), None, "{text}");
+        }
+    }
 }
