@@ -60,68 +60,61 @@ pub(super) fn split(events: &[Event]) -> (Vec<&RequestRecord>, Vec<&FeedbackReco
     (requests, feedback)
 }
 
-const REQUEST_COLUMNS: &str = "id, created_at, api_key_id, tenant, route, tier, user_id, \
-    requested_model, model, provider, eligible_models, policy_version, propensity, features, \
-    decision, stream, prompt_tokens, completion_tokens, tokens_counted_locally, cost_usd, \
-    latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain, attempts, cache_hit, \
-    tags, experiment, experiment_arm, shadow, shadow_of, counterfactual";
-const REQUEST_WIDTH: usize = 34;
-const FEEDBACK_COLUMNS: &str =
-    "request_id, created_at, metric, value, source, comment, feedback_id";
-const FEEDBACK_WIDTH: usize = 7;
-
-/// `INSERT INTO <table> (<columns>) VALUES (?, ...), ... <tail>` for `rows`
-/// rows (a power of two), written once per size and kept: building it with
-/// a query builder formatted every placeholder and separator again for
-/// every row of every batch.
-fn insert_text(
-    texts: &'static OnceLock<Vec<String>>,
-    head: &str,
+/// `INSERT INTO <table> (<columns>) VALUES (?, ...), ... <tail>` for each
+/// power-of-two row count, written the first time it is needed and kept:
+/// building it with a query builder formatted every placeholder and
+/// separator again for every row of every batch.
+struct InsertText {
+    head: &'static str,
     width: usize,
-    tail: &str,
-    rows: usize,
-) -> &'static str {
-    let texts = texts.get_or_init(|| {
-        let tuple = format!("({})", vec!["?"; width].join(", "));
-        (0..=ROWS_PER_STATEMENT.ilog2())
-            .map(|log| {
-                format!(
-                    "{head} VALUES {}{tail}",
-                    vec![tuple.as_str(); 1 << log].join(", ")
-                )
-            })
-            .collect()
-    });
-    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
-    &texts[rows.ilog2() as usize]
+    tail: &'static str,
+    by_log2_rows: OnceLock<Vec<String>>,
+}
+
+impl InsertText {
+    const fn new(head: &'static str, width: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            width,
+            tail,
+            by_log2_rows: OnceLock::new(),
+        }
+    }
+
+    /// The text for `rows` rows, a power of two up to `ROWS_PER_STATEMENT`.
+    fn for_rows(&self, rows: usize) -> &str {
+        let texts = self.by_log2_rows.get_or_init(|| {
+            let tuple = format!("({})", vec!["?"; self.width].join(", "));
+            (0..=ROWS_PER_STATEMENT.ilog2())
+                .map(|log| {
+                    let values = vec![tuple.as_str(); 1 << log].join(", ");
+                    format!("{} VALUES {values}{}", self.head, self.tail)
+                })
+                .collect()
+        });
+        debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+        &texts[rows.ilog2() as usize]
+    }
 }
 
 /// The key is `id`; a replayed record repeats it and is skipped. The ids of
 /// the rows actually inserted come back, for the rollups.
-fn insert_requests_text(rows: usize) -> &'static str {
-    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
-    let head = format!("INSERT INTO requests ({REQUEST_COLUMNS})");
-    insert_text(
-        &TEXTS,
-        &head,
-        REQUEST_WIDTH,
-        " ON CONFLICT DO NOTHING RETURNING id",
-        rows,
-    )
-}
+static INSERT_REQUESTS: InsertText = InsertText::new(
+    "INSERT INTO requests (id, created_at, api_key_id, tenant, route, tier, user_id, \
+     requested_model, model, provider, eligible_models, policy_version, propensity, features, \
+     decision, stream, prompt_tokens, completion_tokens, tokens_counted_locally, cost_usd, \
+     latency_ms, ttft_ms, status, status_code, error_kind, fallback_chain, attempts, \
+     cache_hit, tags, experiment, experiment_arm, shadow, shadow_of, counterfactual)",
+    34,
+    " ON CONFLICT DO NOTHING RETURNING id",
+);
 
 /// A repeated idempotency key is accepted and stored once.
-fn insert_feedback_text(rows: usize) -> &'static str {
-    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
-    let head = format!("INSERT INTO feedback ({FEEDBACK_COLUMNS})");
-    insert_text(
-        &TEXTS,
-        &head,
-        FEEDBACK_WIDTH,
-        " ON CONFLICT (feedback_id) DO NOTHING",
-        rows,
-    )
-}
+static INSERT_FEEDBACK: InsertText = InsertText::new(
+    "INSERT INTO feedback (request_id, created_at, metric, value, source, comment, feedback_id)",
+    7,
+    " ON CONFLICT (feedback_id) DO NOTHING",
+);
 
 /// Adds one value to `args`, as the error type of the statement.
 fn add<'q, T>(args: &mut SqliteArguments<'q>, value: T) -> Result<(), sqlx::Error>
@@ -133,7 +126,7 @@ where
 
 fn request_arguments<'q>(rows: &[&'q RequestRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
     let mut args = SqliteArguments::default();
-    args.reserve(rows.len() * REQUEST_WIDTH, 0);
+    args.reserve(rows.len() * INSERT_REQUESTS.width, 0);
     for r in rows {
         add(&mut args, r.id.as_str())?;
         add(&mut args, r.created_at)?;
@@ -178,7 +171,7 @@ fn request_arguments<'q>(rows: &[&'q RequestRecord]) -> Result<SqliteArguments<'
 
 fn feedback_arguments<'q>(rows: &[&'q FeedbackRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
     let mut args = SqliteArguments::default();
-    args.reserve(rows.len() * FEEDBACK_WIDTH, 0);
+    args.reserve(rows.len() * INSERT_FEEDBACK.width, 0);
     for f in rows {
         add(&mut args, f.request_id.as_str())?;
         add(&mut args, f.created_at)?;
@@ -199,7 +192,7 @@ pub(super) async fn write_events(pool: &SqlitePool, events: &[Event]) -> Result<
     let mut tx = pool.begin().await?;
     let mut rollup = Rollup::default();
     for chunk in statement_chunks(&requests) {
-        let sql = insert_requests_text(chunk.len());
+        let sql = INSERT_REQUESTS.for_rows(chunk.len());
         let inserted: Vec<String> = sqlx::query_scalar_with(sql, request_arguments(chunk)?)
             .fetch_all(&mut *tx)
             .await?;
@@ -207,7 +200,7 @@ pub(super) async fn write_events(pool: &SqlitePool, events: &[Event]) -> Result<
     }
     rollup.write(&mut tx).await?;
     for chunk in statement_chunks(&feedback) {
-        let sql = insert_feedback_text(chunk.len());
+        let sql = INSERT_FEEDBACK.for_rows(chunk.len());
         sqlx::query_with(sql, feedback_arguments(chunk)?)
             .execute(&mut *tx)
             .await?;
@@ -363,21 +356,17 @@ mod tests {
     }
 
     #[test]
-    fn insert_texts_have_one_placeholder_per_value_and_are_built_once() {
-        for log in 0..=ROWS_PER_STATEMENT.ilog2() {
-            let rows = 1usize << log;
-            let sql = insert_requests_text(rows);
-            assert_eq!(
-                sql.matches('?').count(),
-                rows * REQUEST_WIDTH,
-                "{rows} rows"
-            );
-            assert_eq!(REQUEST_COLUMNS.split(',').count(), REQUEST_WIDTH);
-            assert!(sql.ends_with("ON CONFLICT DO NOTHING RETURNING id"));
-            assert!(std::ptr::eq(sql, insert_requests_text(rows)));
-            let sql = insert_feedback_text(rows);
-            assert_eq!(sql.matches('?').count(), rows * FEEDBACK_WIDTH);
-            assert_eq!(FEEDBACK_COLUMNS.split(',').count(), FEEDBACK_WIDTH);
+    fn insert_texts_have_one_placeholder_per_column_per_row_and_are_built_once() {
+        for text in [&INSERT_REQUESTS, &INSERT_FEEDBACK] {
+            let columns = text.head.split('(').nth(1).unwrap().split(',').count();
+            assert_eq!(columns, text.width, "{}", text.head);
+            for log in 0..=ROWS_PER_STATEMENT.ilog2() {
+                let rows = 1usize << log;
+                let sql = text.for_rows(rows);
+                assert_eq!(sql.matches('?').count(), rows * text.width, "{rows} rows");
+                assert!(sql.starts_with(text.head) && sql.ends_with(text.tail));
+                assert!(std::ptr::eq(sql, text.for_rows(rows)));
+            }
         }
     }
 

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
+use switchboard::store::{Event, RequestRecord, Store};
 
-use crate::helpers::{spawn, two_providers, Db, TestApp};
+use crate::helpers::{quality_feedback as feedback, spawn, two_providers, Db, TestApp};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
@@ -57,18 +57,6 @@ fn request(
         tags: None,
         assignment: Default::default(),
     }))
-}
-
-fn feedback(id: &str, fid: &str, at: DateTime<Utc>, value: f64) -> Event {
-    Event::Feedback(FeedbackRecord {
-        request_id: id.into(),
-        created_at: at,
-        metric: "quality".into(),
-        value,
-        source: None,
-        comment: None,
-        feedback_id: Some(fid.into()),
-    })
 }
 
 /// Six requests in the current hour: model `a` (v1, key-1) 100..400 ms at

@@ -6,9 +6,65 @@ use serde_json::Value;
 use sqlx::Row;
 use switchboard::config::{load, load_str, Env};
 use switchboard::startup::{self, Running};
-use switchboard::store::Store;
+use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
 
 pub const ADMIN_TOKEN: &str = "admin-test-token";
+
+/// A quality score for request `id`, idempotency key `fid`, as stored.
+pub fn quality_feedback(
+    id: &str,
+    fid: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    value: f64,
+) -> Event {
+    Event::Feedback(FeedbackRecord {
+        request_id: id.into(),
+        created_at: at,
+        metric: "quality".into(),
+        value,
+        source: None,
+        comment: None,
+        feedback_id: Some(fid.into()),
+    })
+}
+
+/// A stored request row as the outbox writes one: an answered `auto`
+/// request served by `small` on `alpha`, 12 ms, $0.001, 3 + 4 tokens.
+/// Tests change what they look at with struct update syntax.
+pub fn request_record(id: &str, at: chrono::DateTime<chrono::Utc>) -> RequestRecord {
+    RequestRecord {
+        id: id.into(),
+        created_at: at,
+        api_key_id: None,
+        tenant: None,
+        route: Some("auto".into()),
+        tier: None,
+        user_id: None,
+        requested_model: "auto".into(),
+        model: Some("small".into()),
+        provider: Some("alpha".into()),
+        eligible_models: vec!["small".into()],
+        policy_version: Some("online.1".into()),
+        propensity: Some(1.0),
+        features: Some(vec![1.0, 0.5]),
+        decision: None,
+        stream: false,
+        prompt_tokens: Some(3),
+        completion_tokens: Some(4),
+        tokens_counted_locally: false,
+        cost_usd: 0.001,
+        latency_ms: 12.0,
+        ttft_ms: None,
+        ok: true,
+        status_code: 200,
+        error_kind: None,
+        fallback_chain: vec![],
+        attempts: 1,
+        cache_hit: false,
+        tags: None,
+        assignment: Default::default(),
+    }
+}
 
 pub enum Db {
     Postgres,

@@ -9,43 +9,12 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
 use switchboard::config::StoreConfig;
-use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
+use switchboard::store::{Event, FeedbackRecord, Store};
 
-use crate::helpers::fresh_postgres;
+use crate::helpers::{fresh_postgres, request_record};
 
 fn request(id: &str, at: DateTime<Utc>) -> Event {
-    Event::Request(Box::new(RequestRecord {
-        id: id.into(),
-        created_at: at,
-        api_key_id: None,
-        tenant: None,
-        route: Some("auto".into()),
-        tier: None,
-        user_id: None,
-        requested_model: "auto".into(),
-        model: Some("small".into()),
-        provider: Some("alpha".into()),
-        eligible_models: vec!["small".into()],
-        policy_version: Some("online.1".into()),
-        propensity: Some(1.0),
-        features: Some(vec![1.0, 0.5]),
-        decision: None,
-        stream: false,
-        prompt_tokens: Some(3),
-        completion_tokens: Some(4),
-        tokens_counted_locally: false,
-        cost_usd: 0.001,
-        latency_ms: 12.0,
-        ttft_ms: None,
-        ok: true,
-        status_code: 200,
-        error_kind: None,
-        fallback_chain: vec![],
-        attempts: 1,
-        cache_hit: false,
-        tags: None,
-        assignment: Default::default(),
-    }))
+    Event::Request(Box::new(request_record(id, at)))
 }
 
 fn feedback(id: &str, at: DateTime<Utc>) -> Event {

@@ -1,8 +1,8 @@
 use serde_json::{json, Value};
 use sqlx::SqlitePool;
-use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
+use switchboard::store::{Event, RequestRecord, Store};
 
-use crate::helpers::{spawn, two_providers, Db};
+use crate::helpers::{quality_feedback, request_record, spawn, two_providers, Db};
 use crate::mock::MockUpstream;
 
 #[tokio::test]
@@ -51,36 +51,13 @@ fn row(id: &str, model: &str, ms: f64) -> Event {
         .unwrap()
         .to_utc();
     Event::Request(Box::new(RequestRecord {
-        id: id.into(),
-        created_at: at,
-        api_key_id: None,
-        tenant: None,
-        route: Some("auto".into()),
-        tier: None,
-        user_id: None,
-        requested_model: "auto".into(),
-        model: Some(model.into()),
-        provider: Some("alpha".into()),
-        eligible_models: vec![model.into()],
         policy_version: None,
-        propensity: None,
-        features: None,
-        decision: None,
-        stream: false,
-        prompt_tokens: Some(3),
+        model: Some(model.into()),
+        eligible_models: vec![model.into()],
         completion_tokens: None,
-        tokens_counted_locally: false,
         cost_usd: 0.25,
         latency_ms: ms,
-        ttft_ms: None,
-        ok: true,
-        status_code: 200,
-        error_kind: None,
-        fallback_chain: vec![],
-        attempts: 1,
-        cache_hit: false,
-        tags: None,
-        assignment: Default::default(),
+        ..request_record(id, at)
     }))
 }
 
@@ -149,17 +126,7 @@ async fn the_hourly_rollup_counts_each_row_once_and_credits_early_and_late_feedb
     let dir = tempfile::tempdir().unwrap();
     let (store, pool) = sqlite_store(&dir).await;
     let at = chrono::Utc::now();
-    let quality = |id: &str, fid: &str, value: f64| {
-        Event::Feedback(FeedbackRecord {
-            request_id: id.into(),
-            created_at: at,
-            metric: "quality".into(),
-            value,
-            source: None,
-            comment: None,
-            feedback_id: Some(fid.into()),
-        })
-    };
+    let quality = |id: &str, fid: &str, value: f64| quality_feedback(id, fid, at, value);
     // Feedback for `early` lands a batch before its request row.
     store
         .write_batch(&[quality("early", "f-early", 0.25)])
