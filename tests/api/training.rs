@@ -13,7 +13,7 @@ use switchboard::config::{load_str, Env};
 use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
 use switchboard_training::job::{publish, train_route, RouteSetup, TrainOptions};
 
-use crate::helpers::{fresh_postgres, spawn, two_providers, Db, TestApp};
+use crate::helpers::{fresh_postgres, request_record, spawn, two_providers, Db, TestApp};
 use crate::mock::MockUpstream;
 
 pub(crate) fn config_text(a: &str, b: &str) -> String {
@@ -65,36 +65,18 @@ pub(crate) async fn log_world_with(
         let id = format!("chatcmpl-train-{seed}-{i}");
         let created_at = start + Duration::milliseconds(i as i64);
         events.push(Event::Request(Box::new(RequestRecord {
-            id: id.clone(),
-            created_at,
-            api_key_id: None,
-            tenant: None,
             route: Some("learned".into()),
-            tier: None,
-            user_id: None,
             requested_model: "learned".into(),
             model: Some(arm.into()),
             provider: None,
             eligible_models: vec!["small".into(), "large".into()],
-            policy_version: Some("online.1".into()),
             propensity: Some(0.5),
             features: Some(make(u, &mut rng)),
-            decision: None,
-            stream: false,
             prompt_tokens: Some(10),
             completion_tokens: Some(10),
-            tokens_counted_locally: false,
             cost_usd: if arm == "small" { 1e-4 } else { 1e-3 },
             latency_ms: 100.0,
-            ttft_ms: None,
-            ok: true,
-            status_code: 200,
-            error_kind: None,
-            fallback_chain: vec![],
-            attempts: 1,
-            cache_hit: false,
-            tags: None,
-            assignment: Default::default(),
+            ..request_record(&id, created_at)
         })));
         let q = (truth(arm, u) + rng.random_range(-0.1..0.1)).clamp(0.0, 1.0);
         events.push(Event::Feedback(FeedbackRecord {
