@@ -197,6 +197,40 @@ async fn an_answer_in_pieces_arrives_whole_with_the_request_as_sent() {
     }
 }
 
+#[test]
+fn the_host_header_names_the_port_only_when_it_is_not_the_default() {
+    let host = |url: &str| Target::parse(url).unwrap().host.unwrap();
+    assert_eq!(host("http://10.0.0.5:8000/v1"), "10.0.0.5:8000");
+    assert_eq!(host("http://example.com/v1"), "example.com");
+    assert_eq!(host("http://example.com:80/v1"), "example.com");
+    assert_eq!(host("http://[::1]:8000/v1"), "[::1]:8000");
+}
+
+#[tokio::test]
+async fn a_configured_host_header_is_sent_once_in_place_of_the_address() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+    for (name, transport) in both() {
+        let (base, seen) = serve(Script {
+            pieces: vec![answer],
+            then_stall: false,
+        })
+        .await;
+        let mut headers = secret();
+        headers.push((HOST, HeaderValue::from_static("upstream.internal")));
+        let resp = transport
+            .post_json(&target(&base), headers, b"{}".to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(resp.status, StatusCode::OK, "{name}");
+        let request = seen.lock().unwrap().pop().unwrap().to_ascii_lowercase();
+        assert_eq!(request.matches("host:").count(), 1, "{name}: {request}");
+        assert!(
+            request.contains("host: upstream.internal\r\n"),
+            "{name}: {request}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_redirect_is_an_error_naming_where_it_pointed_and_is_not_followed() {
     let (base, seen) = serve(Script {
