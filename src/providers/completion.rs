@@ -45,8 +45,12 @@ impl Completion {
     /// Checks an upstream's answer and reads its usage (absent or malformed
     /// usage is `None`: the gateway then counts tokens itself).
     pub fn parse(json: Bytes) -> Result<Self, String> {
-        let members =
-            Members::read(&json).map_err(|e| format!("upstream sent invalid JSON: {e}"))?;
+        // One UTF-8 check of the whole answer (JSON is UTF-8 or invalid),
+        // not one per member name and per member value as a byte reader does.
+        let members = std::str::from_utf8(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Members::read_str(text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("upstream sent invalid JSON: {e}"))?;
         if !members
             .get("choices")
             .is_some_and(|v| v.get().starts_with('['))
@@ -198,6 +202,21 @@ mod tests {
         let c = Completion::parse(Bytes::from(text.to_owned())).expect("valid");
         let usage = c.usage();
         (c, usage)
+    }
+
+    #[test]
+    fn an_answer_that_is_not_utf8_or_not_one_object_is_refused() {
+        let bad: [&[u8]; 4] = [
+            b"{\"choices\":[],\"x\":\"\xff\"}",
+            b"{\"choices\":[{\"c\":\"\xc3\"}]}",
+            b"{\"choices\":[]} {}",
+            b"[]",
+        ];
+        for text in bad {
+            let e = Completion::parse(Bytes::from_static(text)).unwrap_err();
+            assert!(e.starts_with("upstream sent invalid JSON"), "{e}");
+        }
+        assert!(Completion::parse(Bytes::from_static(b"{\"choices\":[\"\xc3\xa9\"]}")).is_ok());
     }
 
     #[test]

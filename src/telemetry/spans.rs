@@ -65,8 +65,9 @@ pub fn system(kind: ProviderKind) -> &'static str {
 /// What the request asked for.
 pub fn record_request(span: &Span, requested_model: &str, route: Option<&str>) {
     span.record("gen_ai.request.model", requested_model);
-    if route.is_none() {
-        // A direct model request has no decision span to name it.
+    if route.is_none() && !span.is_disabled() {
+        // A direct model request has no decision span to name it. (Not
+        // formatted for a span nothing records: the default, without OTLP.)
         span.record("otel.name", format!("chat {requested_model}"));
     }
     if let Some(r) = route {
