@@ -37,6 +37,26 @@ where
     }
 }
 
+/// Like `JsonBody`, keeping the text the value was read from.
+pub struct JsonText<T> {
+    pub value: T,
+    pub text: Bytes,
+}
+
+impl<S, T> FromRequest<S> for JsonText<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let text = body_bytes(req, state).await?;
+        let value = parse(&text)?;
+        Ok(JsonText { value, text })
+    }
+}
+
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
@@ -45,37 +65,42 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(limit)
-            } else if body_timed_out(&rejection) {
-                ApiError {
-                    status: http::StatusCode::REQUEST_TIMEOUT,
-                    ..ApiError::bad_request(
-                        "body_timeout",
-                        "The request body did not arrive in time.",
-                    )
-                }
-            } else {
-                ApiError::bad_request("invalid_body", rejection.body_text())
-            }
-        })?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            if e.is_data() {
-                ApiError::bad_request(
-                    "invalid_type",
-                    format!("The request body has the wrong shape: {e}"),
-                )
-            } else {
-                ApiError::invalid_json(e)
-            }
-        })?;
-        Ok(JsonBody(value))
+        let bytes = body_bytes(req, state).await?;
+        Ok(JsonBody(parse(&bytes)?))
     }
+}
+
+/// The whole body, within the configured limit and time.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(limit)
+        } else if body_timed_out(&rejection) {
+            ApiError {
+                status: http::StatusCode::REQUEST_TIMEOUT,
+                ..ApiError::bad_request("body_timeout", "The request body did not arrive in time.")
+            }
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request(
+                "invalid_type",
+                format!("The request body has the wrong shape: {e}"),
+            )
+        } else {
+            ApiError::invalid_json(e)
+        }
+    })
 }
 
 /// The body stopped because `RequestBodyTimeoutLayer` ran out of patience.

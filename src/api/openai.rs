@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
-use super::json::JsonBody;
+use super::json::JsonText;
 use super::AppState;
 use crate::auth::Caller;
 use crate::gateway::{self, ChatReply, Meta};
@@ -17,10 +17,10 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
     caller: Option<Extension<Caller>>,
-    JsonBody(body): JsonBody<Map<String, Value>>,
+    JsonText { value, text }: JsonText<Map<String, Value>>,
 ) -> Response {
     let caller = caller.map(|Extension(c)| c);
-    let routed = gateway::chat_as(state.gateway(), body, &headers, caller).await;
+    let routed = gateway::chat_as(state.gateway(), value, Some(text), &headers, caller).await;
     let mut response = match routed.reply {
         Ok(ChatReply::Complete(body)) => {
             ([("content-type", "application/json")], body.bytes()).into_response()

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rand::Rng;
-use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::breaker::Breakers;
 use super::catalog::Catalog;
 use crate::config::ResilienceConfig;
 use crate::providers::{
-    Chunk, ChunkStream, Completion, FailureKind, Reply, UpstreamError, UpstreamRequest, Usage,
+    Chunk, ChunkStream, ClientBody, Completion, FailureKind, Reply, UpstreamError, UpstreamRequest,
+    Usage,
 };
 use crate::store::AttemptRecord;
 use crate::telemetry::{names, spans};
@@ -80,7 +80,7 @@ impl Attempts<'_> {
     pub async fn run(
         &self,
         ranking: &[usize],
-        body: &Map<String, Value>,
+        body: ClientBody<'_>,
         stream: bool,
         deadline: tokio::time::Instant,
         chain: &mut Vec<AttemptRecord>,
@@ -122,7 +122,7 @@ impl Attempts<'_> {
     pub async fn turn(
         &self,
         model: usize,
-        body: &Map<String, Value>,
+        body: ClientBody<'_>,
         stream: bool,
         deadline: tokio::time::Instant,
         started: tokio::time::Instant,

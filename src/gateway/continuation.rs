@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 
 use super::attempt::{Answer, Attempts, Failure};
 use super::Gateway;
-use crate::providers::{Chunk, ChunkStream, FailureKind, UpstreamError};
+use crate::providers::{Chunk, ChunkStream, ClientBody, FailureKind, UpstreamError};
 use crate::store::AttemptRecord;
 
 /// What a streamed request needs to be continued elsewhere.
@@ -94,7 +94,13 @@ impl Continuation {
         let deadline = tokio::time::Instant::now() + gw.request_timeout;
         let mut tried = Vec::new();
         let answer = attempts
-            .run(&self.remaining, &body, true, deadline, &mut tried)
+            .run(
+                &self.remaining,
+                ClientBody::tree(&body),
+                true,
+                deadline,
+                &mut tried,
+            )
             .await;
         self.remaining.retain(|&m| {
             let name = gw.catalog.models[m].name.as_str();

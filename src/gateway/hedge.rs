@@ -32,10 +32,9 @@
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde_json::{Map, Value};
 
 use super::attempt::{push, take, Answer, AttemptLog, Attempts, Failure, Turn};
-use crate::providers::{tokens, UpstreamError, Usage};
+use crate::providers::{tokens, ClientBody, UpstreamError, Usage};
 use crate::store::AttemptRecord;
 use crate::telemetry::names;
 
@@ -55,7 +54,7 @@ pub async fn answer(
     attempts: &Attempts<'_>,
     hedging: Option<Hedging<'_>>,
     ranking: &[usize],
-    body: &Map<String, Value>,
+    body: ClientBody<'_>,
     stream: bool,
     deadline: tokio::time::Instant,
     chain: &mut Vec<AttemptRecord>,
@@ -79,7 +78,7 @@ async fn race(
     attempts: &Attempts<'_>,
     h: &Hedging<'_>,
     ranking: &[usize],
-    body: &Map<String, Value>,
+    body: ClientBody<'_>,
     stream: bool,
     deadline: tokio::time::Instant,
     chain: &mut Vec<AttemptRecord>,
@@ -170,7 +169,7 @@ async fn race(
             _ => CANCELLED_HEDGE,
         };
         let tokens =
-            *prompt_tokens.get_or_insert_with(|| tokens::count_messages(body.get("messages")));
+            *prompt_tokens.get_or_insert_with(|| tokens::count_messages(body.tree.get("messages")));
         push(
             &logs[loser.slot],
             lost(attempts, h.route, loser, error, tokens),

@@ -30,7 +30,7 @@ use super::validate::check;
 use super::Gateway;
 use crate::domain::RequestId;
 use crate::error::ApiError;
-use crate::providers::{Completion, UpstreamError};
+use crate::providers::{ClientBody, Completion, UpstreamError};
 use crate::telemetry::spans;
 
 /// What was decided, for the response headers (also on errors).
@@ -56,14 +56,17 @@ pub struct Routed {
 }
 
 pub async fn chat(gw: Arc<Gateway>, body: Map<String, Value>, headers: &HeaderMap) -> Routed {
-    chat_as(gw, body, headers, None).await
+    chat_as(gw, body, None, headers, None).await
 }
 
 /// `chat` on behalf of an authenticated client key (limits, budget, and the
-/// key and tenant recorded on the request's row).
+/// key and tenant recorded on the request's row). `text` is the JSON text
+/// `body` was read from, when there is one: an OpenAI-compatible upstream
+/// is then sent the client's own bytes but for `model`.
 pub async fn chat_as(
     gw: Arc<Gateway>,
     mut body: Map<String, Value>,
+    text: Option<Bytes>,
     headers: &HeaderMap,
     caller: Option<crate::auth::Caller>,
 ) -> Routed {
@@ -73,7 +76,7 @@ pub async fn chat_as(
         ..Meta::default()
     };
     let span = spans::request(request_id.as_str());
-    let reply = run(&gw, &mut body, headers, &mut meta, caller)
+    let reply = run(&gw, &mut body, text.as_deref(), headers, &mut meta, caller)
         .instrument(span)
         .await;
     Routed { meta, reply }
@@ -82,6 +85,7 @@ pub async fn chat_as(
 async fn run(
     gw: &Arc<Gateway>,
     body: &mut Map<String, Value>,
+    text: Option<&[u8]>,
     headers: &HeaderMap,
     meta: &mut Meta,
     caller: Option<crate::auth::Caller>,
@@ -236,11 +240,14 @@ async fn run(
         route: meta.route.as_deref().unwrap_or("-"),
         after,
     });
+    // The tree is the text's but for `switchboard`, which `extract` took
+    // out; nothing else changes it before the answer.
+    let client_body = ClientBody { tree: body, text };
     let answer = hedge::answer(
         &attempts,
         hedging,
         &decision.ranking,
-        body,
+        client_body,
         checked.stream,
         deadline,
         &mut draft.chain,

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::Gateway;
 use crate::domain::RequestId;
-use crate::providers::{tokens, Completion, Reply, UpstreamRequest};
+use crate::providers::{tokens, ClientBody, Completion, Reply, UpstreamRequest};
 use crate::store::{Assignment, AttemptRecord, Event, RequestRecord};
 use crate::telemetry::names;
 
@@ -63,7 +63,7 @@ async fn call(
     let created_at = chrono::Utc::now();
     let started = Instant::now();
     let req = UpstreamRequest {
-        body,
+        body: ClientBody::tree(body),
         upstream_model: &entry.upstream_name,
         stream: false,
     };

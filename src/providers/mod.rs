@@ -50,9 +50,26 @@ pub enum Reply {
 
 /// A request for one upstream: the client's body minus router-only fields.
 pub struct UpstreamRequest<'a> {
-    pub body: &'a Map<String, Value>,
+    pub body: ClientBody<'a>,
     pub upstream_model: &'a str,
     pub stream: bool,
+}
+
+/// The client's body as the gateway read it: the tree, less the router's
+/// own `switchboard` member, and the text it was read from when that is at
+/// hand and the tree has not been changed since but for that member (an
+/// OpenAI-compatible upstream is then sent the client's own bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientBody<'a> {
+    pub tree: &'a Map<String, Value>,
+    pub text: Option<&'a [u8]>,
+}
+
+impl<'a> ClientBody<'a> {
+    /// A body the gateway built or changed itself: no text of it to send.
+    pub fn tree(tree: &'a Map<String, Value>) -> Self {
+        Self { tree, text: None }
+    }
 }
 
 /// A configured provider with its pooled HTTP client.
@@ -149,10 +166,8 @@ impl Provider {
         &self,
         path: &str,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        body: &impl serde::Serialize,
+        body: Vec<u8>,
     ) -> Result<transport::Response, UpstreamError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| UpstreamError::new(FailureKind::InvalidRequest, e.to_string()))?;
         let parsed;
         let target = match &self.endpoint {
             Some((p, target)) if *p == path => target,
@@ -163,6 +178,12 @@ impl Provider {
             }
         };
         self.http.post_json(target, headers, body).await
+    }
+
+    /// `body` as JSON text, for `post_json`.
+    fn json_body(body: &impl serde::Serialize) -> Result<Vec<u8>, UpstreamError> {
+        serde_json::to_vec(body)
+            .map_err(|e| UpstreamError::new(FailureKind::InvalidRequest, e.to_string()))
     }
 
     /// A header holding a secret, marked sensitive so no Debug of the

@@ -19,8 +19,8 @@ use super::{
 pub const MESSAGES_PATH: &str = "/messages";
 
 pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-    let body =
-        to_anthropic_request(req.body, req.upstream_model, p.default_max_tokens).map_err(|e| {
+    let body = to_anthropic_request(req.body.tree, req.upstream_model, p.default_max_tokens)
+        .map_err(|e| {
             let kind = if e.is_client_error() {
                 FailureKind::InvalidRequest
             } else {
@@ -38,7 +38,9 @@ pub(crate) async fn call(p: &Provider, req: UpstreamRequest<'_>) -> Result<Reply
             key,
         )?);
     }
-    let resp = p.post_json(MESSAGES_PATH, headers, &body).await?;
+    let resp = p
+        .post_json(MESSAGES_PATH, headers, Provider::json_body(&body)?)
+        .await?;
     let status = resp.status.as_u16();
     if !resp.status.is_success() {
         let retry = retry_after(resp.headers());
