@@ -158,3 +158,21 @@ async fn the_hourly_rollup_counts_each_row_once_and_credits_early_and_late_feedb
     .unwrap();
     assert_eq!(buckets, 3);
 }
+
+/// The bundled SQLite is built with the options `.cargo/config.toml` sets
+/// for the outbox writer (no allocation statistics, a lookaside sized for
+/// a 256-row insert's values; docs/performance.md): a build that lost them
+/// still works, only slower, so nothing else would notice.
+#[tokio::test]
+async fn the_bundled_sqlite_has_the_writers_compile_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, pool) = sqlite_store(&dir).await;
+    for option in ["DEFAULT_MEMSTATUS=0", "DEFAULT_LOOKASIDE=256,1700"] {
+        let used: i64 = sqlx::query_scalar("SELECT sqlite_compileoption_used(?)")
+            .bind(option)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(used, 1, "{option} is not compiled in");
+    }
+}
