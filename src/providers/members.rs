@@ -126,9 +126,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
 /// `s` written as a JSON string.
 pub(super) fn quoted(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() + 2);
-    // Writing a &str to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, s);
+    push_quoted(&mut out, s);
     out
+}
+
+/// `s` written as a JSON string at the end of `out`.
+pub(super) fn push_quoted(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::ops::Range;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+use crate::providers::members::push_quoted;
 use crate::providers::{Provider, UpstreamError, UpstreamRequest};
 
 /// The request's body as JSON text.
@@ -91,11 +92,6 @@ fn from_text(text: &[u8], tree_len: usize, model: &str, stream: bool) -> Option<
     }
     out.push(b'}');
     Some(out)
-}
-
-fn push_quoted(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// One top-level member: all of it (its name's opening quote to its value's
