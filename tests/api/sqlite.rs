@@ -159,6 +159,35 @@ async fn the_hourly_rollup_counts_each_row_once_and_credits_early_and_late_feedb
     assert_eq!(buckets, 3);
 }
 
+/// A batch that repeats one stored row in its second statement (300 rows
+/// go as 256 + 32 + 8 + 4): the rows before it are not left counted twice
+/// by the attempt that found it, and the other 299 count once.
+#[tokio::test]
+async fn a_batch_repeating_a_stored_row_counts_only_its_new_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pool) = sqlite_store(&dir).await;
+    let batch: Vec<Event> = (0..300)
+        .map(|i| row(&format!("req-{i}"), "m", 10.0))
+        .collect();
+    store.write_batch(&batch[280..281]).await.unwrap();
+    store.write_batch(&batch).await.unwrap();
+    let (rows, requests, latency_ms_sum): (i64, i64, f64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM requests), sum(requests), sum(latency_ms_sum) \
+         FROM rollup_hourly WHERE model = 'm'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, requests, latency_ms_sum), (300, 300, 3000.0));
+    let buckets: i64 = sqlx::query_scalar(
+        "SELECT CAST(sum(requests) AS INTEGER) FROM rollup_latency_hourly WHERE model = 'm'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(buckets, 300);
+}
+
 /// The bundled SQLite is built with the options `.cargo/config.toml` sets
 /// for the outbox writer (no allocation statistics, a lookaside sized for
 /// a 256-row insert's values; docs/performance.md): a build that lost them
