@@ -48,9 +48,14 @@ pub struct RouteEntry {
 pub struct Catalog {
     pub models: Vec<ModelEntry>,
     pub routes: Vec<RouteEntry>,
-    by_model: HashMap<String, usize>,
-    by_route: HashMap<String, usize>,
+    // foldhash, not SipHash: the keys are the config's names, and every
+    // request looks its `model` up here (SipHash was ~400 instructions a
+    // request; callgrind, docs/performance.md).
+    by_model: Names,
+    by_route: Names,
 }
+
+type Names = HashMap<String, usize, foldhash::fast::RandomState>;
 
 /// What a request's `model` field named.
 pub enum Target<'a> {
@@ -75,7 +80,7 @@ impl Catalog {
                 capabilities: m.capabilities.clone(),
             });
         }
-        let by_model: HashMap<String, usize> = models
+        let by_model: Names = models
             .iter()
             .map(|m| (m.name.as_str().to_owned(), m.index))
             .collect();
@@ -119,7 +124,7 @@ impl Catalog {
 fn route_entry(
     index: usize,
     r: &RouteConfig,
-    by_model: &HashMap<String, usize>,
+    by_model: &Names,
 ) -> Option<RouteEntry> {
     Some(RouteEntry {
         index,

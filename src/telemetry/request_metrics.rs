@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use foldhash::fast::RandomState;
 use metrics::{Counter, Histogram, Label};
 
 use super::names;
@@ -108,14 +109,15 @@ impl RequestSeries {
 }
 
 /// By model name; a series also carries its provider (a reload may move a
-/// model to another provider: then it gets new series).
-type ByModel = HashMap<String, Arc<RequestSeries>>;
+/// model to another provider: then it gets new series). foldhash, not
+/// SipHash: two lookups a request of names the config holds.
+type ByModel = HashMap<String, Arc<RequestSeries>, RandomState>;
 
 /// The handle cache, process-wide (metric handles belong to the one
 /// recorder installed at start, whatever config the gateway runs).
 #[derive(Default)]
 pub struct RequestMetrics {
-    by_route: RwLock<HashMap<String, ByModel>>,
+    by_route: RwLock<HashMap<String, ByModel, RandomState>>,
 }
 
 impl RequestMetrics {
