@@ -1,7 +1,7 @@
 //! The HTTP server loop: hyper-util's HTTP/1.1 + HTTP/2 connection builder
 //! with a timer, so slow clients are cut off (axum's `serve` sets no timer,
 //! which leaves hyper's header-read timeout inert). Request bodies are cut
-//! off by the router's `RequestBodyTimeoutLayer` (`api::router`).
+//! off by the `RequestBodyTimeoutLayer` around the router (`api::app`).
 //!
 //! Invariant: on shutdown the listener closes first, then every open
 //! connection is asked to finish (in-flight requests and streams complete)
@@ -9,20 +9,28 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::Service;
 
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder

@@ -111,10 +111,10 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Running> {
             .filter(|t| !t.is_empty())
             .cloned(),
     };
-    let app = api::router(state, config.server.max_body_bytes).layer(
-        tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_millis(
-            config.server.body_timeout_ms,
-        )),
+    let app = api::app(
+        state,
+        config.server.max_body_bytes,
+        Duration::from_millis(config.server.body_timeout_ms),
     );
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await

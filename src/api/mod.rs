@@ -14,10 +14,14 @@ mod openai;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
+use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::{Service, ServiceBuilder};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
 use crate::gateway::live::Live;
@@ -41,7 +45,9 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// Every endpoint and its handler (the `/v1/*` ones behind the client-key
+/// check); `app` adds what wraps them all.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::list_models))
@@ -99,7 +105,30 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 )
             }
         })
+        .with_state(state)
+}
+
+/// The service the server runs: `router` inside the layers every request
+/// passes (the body's time limit, its size limit and that limit's value
+/// for messages). They wrap the router once: `Router::layer` wraps every
+/// route's handler in its own boxed copy of each layer, which a request
+/// then clones and boxes its future through, level by level (~15 boxes a
+/// request; callgrind, docs/performance.md).
+pub fn app(
+    state: AppState,
+    max_body_bytes: usize,
+    body_timeout: std::time::Duration,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
-        .with_state(state)
+        .service(router(state))
 }

@@ -121,11 +121,7 @@ impl Catalog {
     }
 }
 
-fn route_entry(
-    index: usize,
-    r: &RouteConfig,
-    by_model: &Names,
-) -> Option<RouteEntry> {
+fn route_entry(index: usize, r: &RouteConfig, by_model: &Names) -> Option<RouteEntry> {
     Some(RouteEntry {
         index,
         name: r.name.clone(),
