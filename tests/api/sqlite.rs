@@ -188,6 +188,74 @@ async fn a_batch_repeating_a_stored_row_counts_only_its_new_rows() {
     assert_eq!(buckets, 300);
 }
 
+/// The error rollup, summed by the writer since no trigger keeps it on
+/// SQLite, counts what the rows say per hour, model and kind, and a replayed
+/// batch (a stored row among new ones) adds only its new rows; feedback
+/// stored before its request is credited on that path too.
+#[tokio::test]
+async fn errors_and_early_feedback_are_rolled_up_once_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pool) = sqlite_store(&dir).await;
+    let failed = |id: &str, model: &str, kind: Option<&str>| {
+        let Event::Request(mut r) = row(id, model, 5.0) else {
+            unreachable!()
+        };
+        r.ok = false;
+        r.status_code = 502;
+        r.error_kind = kind.map(str::to_owned);
+        Event::Request(r)
+    };
+    let at = chrono::Utc::now();
+    store
+        .write_batch(&[quality_feedback("e3", "f-e3", at, 0.75)])
+        .await
+        .unwrap();
+    let first = vec![
+        failed("e1", "m", Some("upstream_5xx")),
+        failed("e2", "m", Some("upstream_5xx")),
+        row("ok1", "m", 5.0),
+    ];
+    store.write_batch(&first).await.unwrap();
+    let second = vec![
+        failed("e1", "m", Some("upstream_5xx")), // stored already
+        failed("e3", "m", Some("timeout")),
+        failed("e4", "n", None),
+        row("ok2", "m", 5.0),
+    ];
+    store.write_batch(&second).await.unwrap();
+    let mut rolled: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT model, error_kind, requests FROM rollup_errors_hourly ORDER BY model, error_kind",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut counted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT COALESCE(model, ''), COALESCE(error_kind, ''), count(*) FROM requests \
+         WHERE status = 'error' GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    rolled.sort();
+    counted.sort();
+    assert_eq!(rolled, counted);
+    assert_eq!(
+        rolled,
+        [
+            ("m".into(), "timeout".into(), 1),
+            ("m".into(), "upstream_5xx".into(), 2),
+            ("n".into(), String::new(), 1),
+        ]
+    );
+    let (requests, errors, rewarded, reward_sum): (i64, i64, i64, f64) = sqlx::query_as(
+        "SELECT sum(requests), sum(errors), sum(rewarded), sum(reward_sum) FROM rollup_hourly",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((requests, errors, rewarded, reward_sum), (6, 4, 1, 0.75));
+}
+
 /// The bundled SQLite is built with the options `.cargo/config.toml` sets
 /// for the outbox writer (no allocation statistics, a lookaside sized for
 /// a 256-row insert's values; docs/performance.md): a build that lost them

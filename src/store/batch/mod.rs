@@ -3,26 +3,27 @@
 //! writes with one array per column instead, `batch_pg.rs`, and keeps its
 //! rollups with statement-level triggers.)
 //!
-//! Why the rollups are summed here and not by a trigger: SQLite has only
-//! row-level triggers, and the one that kept `rollup_hourly` and
+//! Why the rollups are summed here and not by triggers: SQLite has only
+//! row-level triggers. The one that kept `rollup_hourly` and
 //! `rollup_latency_hourly` ran two upserts, two `strftime` parses and two
 //! feedback probes for every row: ~26,000 of the ~67,000 instructions a
 //! request row cost SQLite (callgrind, docs/performance.md). Summed per
-//! batch, it is one upsert per (hour, route, model, ...) group. What only
-//! the database knows stays in a trigger (migration 20261207000070): the
-//! quality feedback stored before its request, credited when the request
-//! row arrives.
+//! batch, it is one upsert per (hour, route, model, ...) group. And any
+//! row-level trigger on `requests` makes SQLite copy each inserted row
+//! through a temporary table, so the error rollup and the credit of
+//! feedback stored before its request (the last two triggers, dropped by
+//! migration 20261207000080) are done here too, once per batch.
 
-use std::collections::{HashMap, HashSet};
+mod rollup;
+
 use std::sync::OnceLock;
 
-use foldhash::fast::RandomState;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::types::Json;
-use sqlx::{Arguments, Sqlite, SqlitePool, Transaction};
+use sqlx::{Arguments, Sqlite, SqlitePool};
 
-use super::dashboard::LATENCY_BUCKETS_MS;
 use super::records::{Event, FeedbackRecord, LazyJson, RequestRecord};
+use rollup::Rollup;
 
 /// Most rows per statement: keeps bind parameters under SQLite's limit
 /// (256 rows x 34 columns = 8,704 binds of at most 32,766).
@@ -111,13 +112,37 @@ const REQUEST_COLUMNS: &str = "INSERT INTO requests (id, created_at, api_key_id,
 static INSERT_REQUESTS: InsertText =
     InsertText::new(REQUEST_COLUMNS, 34, " ON CONFLICT DO NOTHING");
 
-/// The same insert for a batch that repeats a stored row: the ids of the
-/// rows actually inserted come back, so the rollups count only those.
-/// `RETURNING` fills a temporary table and hands back a row per id, which
-/// cost every batch ~4,000 instructions a request when it was the only
-/// insert (callgrind, docs/performance.md); replays are rare.
-static INSERT_REQUESTS_RETURNING: InsertText =
-    InsertText::new(REQUEST_COLUMNS, 34, " ON CONFLICT DO NOTHING RETURNING id");
+/// The same insert for a batch that repeats a stored row: the rowids and
+/// ids of the rows actually inserted come back, so the rollups count only
+/// those. `RETURNING` fills a temporary table and hands back a row per id,
+/// which cost every batch ~4,000 instructions a request when it was the
+/// only insert (callgrind, docs/performance.md); replays are rare.
+static INSERT_REQUESTS_RETURNING: InsertText = InsertText::new(
+    REQUEST_COLUMNS,
+    34,
+    " ON CONFLICT DO NOTHING RETURNING rowid, id",
+);
+
+/// Quality feedback stored before its request row (a stream whose feedback
+/// came before its end, or a batch replayed after a later one) is credited
+/// to the request's hour when the row arrives, with its latest value;
+/// feedback stored after its row is credited by the `feedback_rollup`
+/// trigger. Once per batch, over the rows it inserted (rowid at or above
+/// the bound). A row-level trigger on `requests` did this before
+/// (migration 20261207000080), and any such trigger makes SQLite copy
+/// every row of a multi-row insert through a temporary table first.
+const CREDIT_EARLY_FEEDBACK: &str = "INSERT INTO rollup_hourly (hour, route, model, provider, \
+    policy_version, api_key_id, tenant, rewarded, reward_sum) \
+    SELECT CAST(strftime('%s', r.created_at) AS INTEGER) / 3600 * 3600, COALESCE(r.route, ''), \
+        COALESCE(r.model, ''), COALESCE(r.provider, ''), COALESCE(r.policy_version, ''), \
+        COALESCE(r.api_key_id, ''), COALESCE(r.tenant, ''), 1, \
+        (SELECT value FROM feedback WHERE request_id = r.id AND metric = 'quality' \
+            ORDER BY created_at DESC, id DESC LIMIT 1) \
+    FROM requests r \
+    WHERE r.rowid >= ? \
+        AND EXISTS (SELECT 1 FROM feedback WHERE request_id = r.id AND metric = 'quality') \
+    ON CONFLICT (hour, route, model, provider, policy_version, api_key_id, tenant) DO UPDATE SET \
+        rewarded = rewarded + excluded.rewarded, reward_sum = reward_sum + excluded.reward_sum";
 
 /// A repeated idempotency key is accepted and stored once.
 static INSERT_FEEDBACK: InsertText = InsertText::new(
@@ -233,26 +258,37 @@ async fn write(
 ) -> Result<Written, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut rollup = Rollup::default();
+    // The smallest rowid this transaction gave a request row. Rowids go up
+    // by one per row (nothing here sets one, and the largest possible is
+    // never reached), so the rows inserted are exactly those at or above it.
+    let mut first_rowid: Option<i64> = None;
     for chunk in statement_chunks(requests) {
         let args = request_arguments(chunk)?;
         if skipped == Skipped::Expected {
             let sql = INSERT_REQUESTS_RETURNING.for_rows(chunk.len());
-            let inserted: Vec<String> = sqlx::query_scalar_with(sql, args)
-                .fetch_all(&mut *tx)
-                .await?;
-            rollup.add_inserted(chunk, &inserted);
+            let inserted: Vec<(i64, String)> =
+                sqlx::query_as_with(sql, args).fetch_all(&mut *tx).await?;
+            let lowest = inserted.iter().map(|(rowid, _)| *rowid).min();
+            first_rowid = first_rowid.or(lowest);
+            rollup.add_inserted(chunk, inserted.iter().map(|(_, id)| id.as_str()));
             continue;
         }
         let sql = INSERT_REQUESTS.for_rows(chunk.len());
         let done = sqlx::query_with(sql, args).execute(&mut *tx).await?;
-        // SQLite's change count: rows this statement inserted, not those
-        // its triggers wrote.
+        // SQLite's change count: the rows this statement inserted.
         if done.rows_affected() != chunk.len() as u64 {
             return Ok(Written::SawStoredRow);
         }
+        first_rowid = first_rowid.or(Some(done.last_insert_rowid() - chunk.len() as i64 + 1));
         rollup.add_all(chunk);
     }
     rollup.write(&mut tx).await?;
+    if let Some(first) = first_rowid {
+        sqlx::query(CREDIT_EARLY_FEEDBACK)
+            .bind(first)
+            .execute(&mut *tx)
+            .await?;
+    }
     for chunk in statement_chunks(&feedback) {
         let sql = INSERT_FEEDBACK.for_rows(chunk.len());
         sqlx::query_with(sql, feedback_arguments(chunk)?)
@@ -261,135 +297,6 @@ async fn write(
     }
     tx.commit().await?;
     Ok(Written::Committed)
-}
-
-/// `rollup_hourly`'s key: the hour's first second, then route, model,
-/// provider, policy version, API key and tenant ('' for none).
-type HourKey<'a> = (i64, [&'a str; 6]);
-
-/// One `rollup_hourly` group's sums over the rows of a batch (quality is
-/// credited by the feedback triggers, not here).
-#[derive(Default)]
-struct Sums {
-    requests: i64,
-    errors: i64,
-    cost_usd: f64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    latency_ms_sum: f64,
-    ttft_ms_sum: f64,
-    ttft_count: i64,
-}
-
-/// The rollup rows a batch adds to, summed in the writer.
-#[derive(Default)]
-struct Rollup<'a> {
-    // foldhash, not SipHash: the keys are our own rows' text, and SipHash
-    // was ~1,400 instructions a request here (callgrind, c = 64).
-    hourly: HashMap<HourKey<'a>, Sums, RandomState>,
-    /// (hour, model, latency bucket) -> requests.
-    latency: HashMap<(i64, &'a str, i64), i64, RandomState>,
-}
-
-/// The hour a row counts in, as the dashboards read it: Unix seconds of
-/// the hour's start (SQLite's `strftime('%s', created_at) / 3600 * 3600`).
-fn hour_of(r: &RequestRecord) -> i64 {
-    r.created_at.timestamp() / 3600 * 3600
-}
-
-/// The largest bucket whose lower bound is at or below `latency_ms`.
-fn latency_bucket(latency_ms: f64) -> i64 {
-    let above = LATENCY_BUCKETS_MS.partition_point(|&lower| lower <= latency_ms);
-    above.saturating_sub(1) as i64
-}
-
-impl<'a> Rollup<'a> {
-    /// Counts the rows of `chunk` whose ids are in `inserted` (a replayed
-    /// row was skipped by the insert and is not counted again).
-    fn add_inserted(&mut self, chunk: &[&'a RequestRecord], inserted: &[String]) {
-        let new: HashSet<&str, RandomState> = inserted.iter().map(String::as_str).collect();
-        for r in chunk.iter().filter(|r| new.contains(r.id.as_str())) {
-            self.add(r);
-        }
-    }
-
-    fn add_all(&mut self, chunk: &[&'a RequestRecord]) {
-        for r in chunk {
-            self.add(r);
-        }
-    }
-
-    fn add(&mut self, r: &'a RequestRecord) {
-        let hour = hour_of(r);
-        let text = |v: &'a Option<String>| v.as_deref().unwrap_or("");
-        let model = text(&r.model);
-        let key = [
-            text(&r.route),
-            model,
-            text(&r.provider),
-            text(&r.policy_version),
-            text(&r.api_key_id),
-            text(&r.tenant),
-        ];
-        let s = self.hourly.entry((hour, key)).or_default();
-        s.requests += 1;
-        s.errors += i64::from(!r.ok);
-        s.cost_usd += r.cost_usd;
-        s.prompt_tokens += i64::from(r.prompt_tokens.unwrap_or(0));
-        s.completion_tokens += i64::from(r.completion_tokens.unwrap_or(0));
-        s.latency_ms_sum += r.latency_ms;
-        s.ttft_ms_sum += r.ttft_ms.unwrap_or(0.0);
-        s.ttft_count += i64::from(r.ttft_ms.is_some());
-        *self
-            .latency
-            .entry((hour, model, latency_bucket(r.latency_ms)))
-            .or_default() += 1;
-    }
-
-    /// One upsert per group, each a cached one-row statement.
-    async fn write(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
-        const HOURLY: &str = "INSERT INTO rollup_hourly (hour, route, model, provider, \
-            policy_version, api_key_id, tenant, requests, errors, cost_usd, prompt_tokens, \
-            completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count) \
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-            ON CONFLICT (hour, route, model, provider, policy_version, api_key_id, tenant) \
-            DO UPDATE SET requests = requests + excluded.requests, \
-            errors = errors + excluded.errors, cost_usd = cost_usd + excluded.cost_usd, \
-            prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
-            completion_tokens = completion_tokens + excluded.completion_tokens, \
-            latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
-            ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum, \
-            ttft_count = ttft_count + excluded.ttft_count";
-        const LATENCY: &str = "INSERT INTO rollup_latency_hourly (hour, model, bucket, requests) \
-            VALUES (?, ?, ?, ?) \
-            ON CONFLICT (hour, model, bucket) DO UPDATE SET requests = requests + excluded.requests";
-        for ((hour, key), s) in &self.hourly {
-            let mut q = sqlx::query(HOURLY).bind(hour);
-            for part in key {
-                q = q.bind(*part);
-            }
-            q.bind(s.requests)
-                .bind(s.errors)
-                .bind(s.cost_usd)
-                .bind(s.prompt_tokens)
-                .bind(s.completion_tokens)
-                .bind(s.latency_ms_sum)
-                .bind(s.ttft_ms_sum)
-                .bind(s.ttft_count)
-                .execute(&mut **tx)
-                .await?;
-        }
-        for ((hour, model, bucket), requests) in &self.latency {
-            sqlx::query(LATENCY)
-                .bind(hour)
-                .bind(*model)
-                .bind(bucket)
-                .bind(requests)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -429,24 +336,6 @@ mod tests {
                 assert!(sql.starts_with(text.head) && sql.ends_with(text.tail));
                 assert!(std::ptr::eq(sql, text.for_rows(rows)));
             }
-        }
-    }
-
-    #[test]
-    fn a_latency_lands_in_the_largest_bucket_at_or_below_it() {
-        let last = LATENCY_BUCKETS_MS.len() as i64 - 1;
-        for (ms, want) in [
-            (0.0, 0),
-            (4.999, 0),
-            (5.0, 1),
-            (7.0, 1),
-            (99.9, 6),
-            (100.0, 7),
-            (119_999.0, last - 1),
-            (120_000.0, last),
-            (1e9, last),
-        ] {
-            assert_eq!(latency_bucket(ms), want, "{ms} ms");
         }
     }
 }
