@@ -289,7 +289,7 @@ async fn write(
             .execute(&mut *tx)
             .await?;
     }
-    for chunk in statement_chunks(&feedback) {
+    for chunk in statement_chunks(feedback) {
         let sql = INSERT_FEEDBACK.for_rows(chunk.len());
         sqlx::query_with(sql, feedback_arguments(chunk)?)
             .execute(&mut *tx)
