@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
@@ -23,7 +23,8 @@ pub async fn chat_completions(
     let routed = gateway::chat_as(state.gateway(), value, Some(text), &headers, caller).await;
     let mut response = match routed.reply {
         Ok(ChatReply::Complete(body)) => {
-            ([("content-type", "application/json")], body.bytes()).into_response()
+            let json = HeaderValue::from_static("application/json");
+            ([(header::CONTENT_TYPE, json)], body.bytes()).into_response()
         }
         Ok(ChatReply::Stream(stream)) => {
             let mut r = Response::new(Body::from_stream(stream));
@@ -37,11 +38,12 @@ pub async fn chat_completions(
         }
         Err(e) => e.into_response(),
     };
-    decision_headers(response.headers_mut(), &routed.meta);
+    decision_headers(response.headers_mut(), routed.meta);
     response
 }
 
-fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
+/// The values are the gateway's own strings, taken over rather than copied.
+fn decision_headers(h: &mut HeaderMap, meta: Meta) {
     // Names built at compile time: inserting by `&str` parses each name
     // again on every response.
     const REQUEST_ID: HeaderName = HeaderName::from_static("x-switchboard-request-id");
@@ -50,14 +52,14 @@ fn decision_headers(h: &mut HeaderMap, meta: &Meta) {
     const POLICY_VERSION: HeaderName = HeaderName::from_static("x-switchboard-policy-version");
     const DECISION: HeaderName = HeaderName::from_static("x-switchboard-decision");
     let pairs = [
-        (REQUEST_ID, Some(&meta.request_id)),
-        (MODEL, meta.model.as_ref()),
-        (ROUTE, meta.route.as_ref()),
-        (POLICY_VERSION, meta.policy_version.as_ref()),
-        (DECISION, meta.decision_summary.as_ref()),
+        (REQUEST_ID, Some(meta.request_id)),
+        (MODEL, meta.model),
+        (ROUTE, meta.route),
+        (POLICY_VERSION, meta.policy_version),
+        (DECISION, meta.decision_summary),
     ];
     for (name, value) in pairs {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(v) = value.and_then(|v| HeaderValue::try_from(v).ok()) {
             h.insert(name, v);
         }
     }
