@@ -1,7 +1,7 @@
 //! Postgres batch inserts with one array per column:
 //! `INSERT INTO t (...) SELECT ... FROM UNNEST($1::text[], $2::timestamptz[], ...)`.
 //!
-//! Why not the generic multi-row `VALUES` of `batch.rs` (which SQLite still
+//! Why not the generic multi-row `VALUES` of `batch/` (which SQLite still
 //! uses): there every row costs 34 bind parameters (500 rows = 17,000 binds,
 //! each described, encoded and decoded on its own) and batches are cut into
 //! 500-row statements, each firing the rollup triggers. Here a table's rows
@@ -9,7 +9,7 @@
 //! single Postgres backend that writes the outbox's batches one after the
 //! other does far less per row (docs/performance.md, "Postgres writes").
 //!
-//! Same semantics as `batch.rs`: one transaction per batch, requests before
+//! Same semantics as `batch/`: one transaction per batch, requests before
 //! feedback, rows in batch order, `ON CONFLICT DO NOTHING` so a replayed
 //! batch is harmless. JSON columns travel as text and are cast to `jsonb` by
 //! the server, exactly the text `sqlx::types::Json` would send.

@@ -18,7 +18,7 @@ use super::{Store, StoreError};
 /// Lower bounds of the latency buckets in ms; bucket `i` is
 /// `[LATENCY_BUCKETS_MS[i], LATENCY_BUCKETS_MS[i + 1])`, the last is open.
 /// Must match `sb_latency_bucket` (Postgres) and `latency_bucket_bounds` (SQLite);
-/// the SQLite writer buckets request rows with it (`batch.rs`).
+/// the SQLite writer buckets request rows with it (`batch/rollup.rs`).
 pub const LATENCY_BUCKETS_MS: [f64; 27] = [
     0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0,
     1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 5000.0, 7500.0, 10000.0, 15000.0, 20000.0, 30000.0,

@@ -72,7 +72,7 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> (Store, SqlitePool) {
     (store, pool)
 }
 
-/// The writer sums a batch's latency rollup (src/store/batch.rs); every
+/// The writer sums a batch's latency rollup (src/store/batch/rollup.rs); every
 /// latency, on a bound, between bounds and past the last one, lands where
 /// the database's bounds table says it should: the largest bucket whose
 /// lower bound is at or below it.

@@ -239,7 +239,7 @@ enum Skipped {
     /// Insert without `RETURNING`; give up on the first chunk that skipped
     /// a row.
     Unexpected,
-    /// Insert with `RETURNING id`, and count only the rows that went in.
+    /// Insert with `RETURNING rowid, id`, and count only the rows that went in.
     Expected,
 }
 
