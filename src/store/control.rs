@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// The Postgres channel replicas `LISTEN` on for control changes.
 pub const CONTROL_CHANNEL: &str = "switchboard_control";
@@ -146,7 +146,7 @@ macro_rules! exec {
     ($store:expr, $sql:expr $(, $arg:expr)* $(,)?) => {{
         let n = match $store {
             Store::Postgres(p) => sqlx::query($sql)$(.bind($arg))*.execute(p).await?.rows_affected(),
-            Store::Sqlite(p) => sqlx::query($sql)$(.bind($arg))*.execute(p).await?.rows_affected(),
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query($sql)$(.bind($arg))*.execute(p).await?.rows_affected(),
         };
         $store.notify_control().await?;
         n
@@ -176,7 +176,7 @@ impl Store {
                     .map(|r| arm!(r))
                     .collect(),
             },
-            Store::Sqlite(p) => ControlRows {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => ControlRows {
                 flags: sqlx::query(FLAGS_SQL)
                     .fetch_all(p)
                     .await?
@@ -301,7 +301,7 @@ impl Store {
                     .fetch_one(p)
                     .await?
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 sqlx::query_scalar(FORCED_SQL)
                     .bind(route)
                     .bind(experiment)

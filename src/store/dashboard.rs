@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// Lower bounds of the latency buckets in ms; bucket `i` is
 /// `[LATENCY_BUCKETS_MS[i], LATENCY_BUCKETS_MS[i + 1])`, the last is open.
@@ -248,7 +248,7 @@ macro_rules! fetch_all {
                 let mut qb = $build::<sqlx::Postgres>($($arg),*);
                 qb.build_query_as::<$row>().fetch_all(p).await?
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 let mut qb = $build::<sqlx::Sqlite>($($arg),*);
                 qb.build_query_as::<$row>().fetch_all(p).await?
             }

@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 const LIMIT: i64 = 200_000;
 
@@ -79,7 +79,7 @@ impl Store {
                 .iter()
                 .map(|r| obs!(r))
                 .collect(),
-            Store::Sqlite(p) => sqlx::query(&sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(&sql)
                 .bind(key)
                 .fetch_all(p)
                 .await?

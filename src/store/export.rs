@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 
 use super::records::{AttemptRecord, FeedbackRecord, RequestRecord};
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// One row of `policy_snapshots`, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ macro_rules! stream_rows {
                     Ok($decode!(&r))
                 })
                 .boxed(),
-            Store::Sqlite(p) => sqlx::query($sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query($sql)
                 .bind($since)
                 .fetch(p)
                 .map(|r| -> Result<_, StoreError> {
@@ -194,7 +194,7 @@ impl Store {
         }
         match self {
             Store::Postgres(pool) => insert!(pool),
-            Store::Sqlite(pool) => insert!(pool),
+            Store::Sqlite(SqliteStore { pool, .. }) => insert!(pool),
         }
         Ok(())
     }
@@ -205,7 +205,9 @@ impl Store {
                    + (SELECT COUNT(*) FROM policy_snapshots)";
         Ok(match self {
             Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
+                sqlx::query_scalar(sql).fetch_one(p).await?
+            }
         })
     }
 }

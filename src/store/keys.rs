@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// One stored client key (never the key itself).
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +102,7 @@ impl Store {
             Store::Postgres(p) => {
                 bind_key!(sqlx::query(INSERT_SQL), key).execute(p).await?;
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 bind_key!(sqlx::query(INSERT_SQL), key).execute(p).await?;
             }
         }
@@ -119,7 +119,7 @@ impl Store {
                 .iter()
                 .map(|r| key_from_row!(r))
                 .collect(),
-            Store::Sqlite(p) => sqlx::query(&sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(&sql)
                 .fetch_all(p)
                 .await?
                 .iter()
@@ -137,7 +137,7 @@ impl Store {
                 .fetch_optional(p)
                 .await?
                 .map(|r| key_from_row!(&r)),
-            Store::Sqlite(p) => sqlx::query(&sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(&sql)
                 .bind(key_hash)
                 .fetch_optional(p)
                 .await?
@@ -155,7 +155,7 @@ impl Store {
                 .execute(p)
                 .await?
                 .rows_affected(),
-            Store::Sqlite(p) => sqlx::query(REVOKE_SQL)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(REVOKE_SQL)
                 .bind(now)
                 .bind(id)
                 .execute(p)
@@ -176,7 +176,7 @@ impl Store {
                 .execute(p)
                 .await?
                 .rows_affected(),
-            Store::Sqlite(p) => sqlx::query(FLAGS_SQL)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(FLAGS_SQL)
                 .bind(text)
                 .bind(id)
                 .execute(p)
@@ -200,7 +200,7 @@ impl Store {
                     .fetch_one(p)
                     .await?
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 sqlx::query_scalar(SPENT_SQL)
                     .bind(key_id)
                     .bind(since)

@@ -13,7 +13,7 @@
 use chrono::{Duration, Utc};
 use sqlx::{Connection, PgConnection, SqlitePool};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// Key of the advisory lock (`"sbtrain1"` in ASCII).
 pub const ADVISORY_KEY: i64 = 0x7362_7472_6169_6e31;
@@ -58,7 +58,7 @@ impl Store {
                     Ok(None)
                 }
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 let holder = uuid::Uuid::new_v4().to_string();
                 let now = Utc::now();
                 let done = sqlx::query(SQLITE_TAKE)

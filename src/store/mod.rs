@@ -21,6 +21,7 @@ pub mod scale;
 pub mod training;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -45,6 +46,10 @@ pub enum StoreError {
     Scheme(String),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Write(#[from] rusqlite::Error),
+    #[error("an in-memory SQLite database cannot be shared by the router's connections; give a file (sqlite://switchboard.db)")]
+    InMemory,
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} need Postgres (SQLite serves one process)")]
@@ -57,7 +62,15 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub enum Store {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
+}
+
+/// SQLite: sqlx's pool for every statement but the outbox's batches, which
+/// a connection of their own writes (`batch::Writer`: see `batch` for why).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub pool: SqlitePool,
+    writer: Arc<batch::Writer>,
 }
 
 impl Store {
@@ -83,10 +96,18 @@ impl Store {
                 .pragma("temp_store", "memory")
                 .thread_name(|id| format!("{SQLITE_THREAD_PREFIX}{id}"))
                 .busy_timeout(Duration::from_secs(5));
+            // sqlx names an in-memory database `file:sqlx-in-memory-N` and
+            // shares it through SQLite's shared cache, which the batch
+            // writer's connection would not see.
+            let name = opts.get_filename().to_string_lossy();
+            if name.starts_with("file:sqlx-in-memory-") || url.contains("mode=memory") {
+                return Err(StoreError::InMemory);
+            }
+            let writer = Arc::new(batch::Writer::new(opts.get_filename().to_owned()));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(opts);
-            Ok(Store::Sqlite(pool))
+            Ok(Store::Sqlite(SqliteStore { pool, writer }))
         } else {
             Err(StoreError::Scheme(redact_url(url)))
         }
@@ -111,7 +132,9 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
-            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::migrate!("migrations/sqlite").run(pool).await?
+            }
         }
         Ok(())
     }
@@ -119,7 +142,9 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?,
-            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?,
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?
+            }
         }
         Ok(())
     }
@@ -130,8 +155,29 @@ impl Store {
         match self {
             // Postgres: one array per column (`batch_pg`), far fewer binds per row.
             Store::Postgres(pool) => Ok(batch_pg::write_events(pool, events).await?),
-            // SQLite: multi-row inserts, rollups summed per batch (`batch`).
-            Store::Sqlite(pool) => Ok(batch::write_events(pool, events).await?),
+            // SQLite's calls block, so they run on a blocking-pool thread,
+            // which needs its own copy of the events. Imports, replays and
+            // tests come here; the outbox calls `write_batch_blocking`.
+            Store::Sqlite(SqliteStore { writer, .. }) => {
+                let (writer, events) = (writer.clone(), events.to_vec());
+                tokio::task::spawn_blocking(move || writer.write_events(&events))
+                    .await
+                    .map_err(|e| StoreError::WriterThread(e.to_string()))?
+                    .map_err(StoreError::from)
+            }
+        }
+    }
+
+    /// `write_batch` from a thread that may block (the outbox's): SQLite's
+    /// batch is written right here; Postgres's is driven through `runtime`.
+    pub fn write_batch_blocking(
+        &self,
+        events: &[Event],
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(_) => runtime.block_on(self.write_batch(events)),
+            Store::Sqlite(SqliteStore { writer, .. }) => Ok(writer.write_events(events)?),
         }
     }
 
@@ -139,7 +185,9 @@ impl Store {
         let sql = "SELECT COUNT(*) FROM requests WHERE id = $1";
         let n: i64 = match self {
             Store::Postgres(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?,
-            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?,
+            Store::Sqlite(SqliteStore { pool, .. }) => {
+                sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?
+            }
         };
         Ok(n > 0)
     }
@@ -147,7 +195,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Postgres(pool) => pool.close().await,
-            Store::Sqlite(pool) => pool.close().await,
+            Store::Sqlite(SqliteStore { pool, .. }) => pool.close().await,
         }
     }
 }
@@ -161,5 +209,19 @@ pub fn redact_url(url: &str) -> String {
         }
         Ok(u) => u.to_string(),
         Err(_) => "<unparsable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_with_a_reason() {
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            let refused = Store::connect_lazy(url).expect_err(url);
+            assert!(matches!(refused, StoreError::InMemory), "{url}: {refused}");
+        }
+        assert!(Store::connect_lazy("sqlite://switchboard.db").is_ok());
     }
 }

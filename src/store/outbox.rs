@@ -179,8 +179,9 @@ impl OutboxWriter {
 /// normally; its rows then appear at most this much later.
 const LOWERED_AT_MOST: Duration = Duration::from_millis(250);
 
-/// Writes `buf` from a blocking-pool thread, which drives the write through
-/// the runtime's handle; `buf` comes back with the same events either way.
+/// Writes `buf` from a blocking-pool thread (SQLite's batch is written on
+/// it; Postgres's is driven through the runtime's handle); `buf` comes back
+/// with the same events either way.
 ///
 /// Why: building a batch's statements is synchronous work (about 30 binds a
 /// row, the feature vector and receipt written as JSON), up to several ms
@@ -190,7 +191,7 @@ const LOWERED_AT_MOST: Duration = Duration::from_millis(250);
 /// From its own thread the kernel preempts it when a request needs the core
 /// (most of the time: perf sched, docs/performance.md). With `yields`
 /// (`[store] writer_yields`, and less than a batch queued behind this one)
-/// that thread and the store's own workers (SQLite's) also drop to
+/// that thread and the SQLite pool's threads (reads meanwhile) drop to
 /// `SCHED_IDLE` (`priority.rs`), so requests always go first, for at most
 /// `LOWERED_AT_MOST`; a backlog is written at ordinary priority, so the
 /// router's own load cannot starve it. Off by default: other processes'
@@ -204,7 +205,7 @@ async fn write_beside(store: &Store, buf: &mut Vec<Event>, yields: bool) -> Resu
         yields,
         LOWERED_AT_MOST,
         move || sqlite.worker_threads(),
-        move || handle.block_on(store.write_batch(&shared)),
+        move || store.write_batch_blocking(&shared, &handle),
     )
     .await;
     if capped {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// The Postgres channel replicas `LISTEN` on; the payload is the route.
 pub const POLICY_CHANNEL: &str = "switchboard_policy";
@@ -92,7 +92,7 @@ macro_rules! in_tx {
                 $body
                 $tx.commit().await?;
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 let mut $tx = pool.begin().await?;
                 let $pg = false;
                 $body
@@ -180,7 +180,7 @@ impl Store {
                 .iter()
                 .map(|r| row!(r))
                 .collect(),
-            Store::Sqlite(p) => sqlx::query(&sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(&sql)
                 .bind(route)
                 .fetch_all(p)
                 .await?
@@ -213,7 +213,7 @@ impl Store {
                 .fetch_optional(p)
                 .await?
                 .map(|r| row!(r)),
-            Store::Sqlite(p) => sqlx::query(&sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(&sql)
                 .bind(arg)
                 .fetch_optional(p)
                 .await?
@@ -226,7 +226,9 @@ impl Store {
         let sql = "SELECT COUNT(*) FROM policy_snapshots";
         let n: i64 = match self {
             Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
+                sqlx::query_scalar(sql).fetch_one(p).await?
+            }
         };
         Ok(n + 1)
     }

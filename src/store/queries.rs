@@ -5,7 +5,7 @@ use chrono::Utc;
 use sqlx::types::Json;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// What the store kept about one decision.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl Store {
                     .fetch_optional(p)
                     .await?
             ),
-            Store::Sqlite(p) => read!(
+            Store::Sqlite(SqliteStore { pool: p, .. }) => read!(
                 sqlx::query(DECISION_SQL)
                     .bind(request_id)
                     .fetch_optional(p)
@@ -84,7 +84,7 @@ impl Store {
                     .execute(p)
                     .await?;
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 sqlx::query(SAVE_STATE_SQL)
                     .bind(route)
                     .bind(version)
@@ -105,7 +105,7 @@ impl Store {
                     .fetch_optional(p)
                     .await?
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 sqlx::query_scalar(LOAD_STATE_SQL)
                     .bind(route)
                     .fetch_optional(p)

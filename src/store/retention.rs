@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 use crate::config::StoreConfig;
 
 /// Months of partitions kept ready ahead of today.
@@ -95,7 +95,7 @@ impl Store {
                     }
                 }
             }
-            Store::Sqlite(pool) => {
+            Store::Sqlite(SqliteStore { pool, .. }) => {
                 if let Some(c) = cutoff {
                     out.requests = exec!(pool, "DELETE FROM requests WHERE created_at < $1", c);
                     out.feedback = exec!(pool, "DELETE FROM feedback WHERE created_at < $1", c);

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, Store, StoreError};
 
 /// One logged decision with what became of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +103,7 @@ impl Store {
                     .fetch_one(p)
                     .await?
             }
-            Store::Sqlite(p) => {
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
                 sqlx::query_scalar(COUNT_SQL)
                     .bind(&w.route)
                     .bind(w.since)
@@ -130,7 +130,7 @@ impl Store {
                 .fetch(p)
                 .map(|r| r.map(|r| logged!(&r)).map_err(StoreError::from))
                 .boxed(),
-            Store::Sqlite(p) => sqlx::query(SQLITE_SQL)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query(SQLITE_SQL)
                 .bind(&w.route)
                 .bind(w.since)
                 .bind(w.until)

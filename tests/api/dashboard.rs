@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use switchboard::store::{Event, RequestRecord, Store};
+use switchboard::store::{Event, RequestRecord, SqliteStore, Store};
 
 use crate::helpers::{quality_feedback as feedback, spawn, two_providers, Db, TestApp};
 
@@ -229,7 +229,7 @@ async fn check_views(store: &Store) {
             sqlx::query_as(version_sql).fetch_one(p).await.unwrap(),
             sqlx::query_as(spend_sql).fetch_one(p).await.unwrap(),
         ),
-        Store::Sqlite(p) => (
+        Store::Sqlite(SqliteStore { pool: p, .. }) => (
             read!(sqlx::query(sql).fetch_one(p).await.unwrap()),
             sqlx::query_scalar(share_sql).fetch_one(p).await.unwrap(),
             sqlx::query_as(version_sql).fetch_one(p).await.unwrap(),

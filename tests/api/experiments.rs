@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use switchboard::store::Store;
+use switchboard::store::{SqliteStore, Store};
 
 use crate::helpers::{spawn, spawn_on, Db, TestApp};
 use crate::mock::{Behaviour, MockUpstream};
@@ -19,7 +19,9 @@ use crate::reload::config;
 pub async fn scalar(app: &TestApp, sql: &str) -> i64 {
     match &app.store {
         Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
-        Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        Store::Sqlite(SqliteStore { pool: p, .. }) => {
+            sqlx::query_scalar(sql).fetch_one(p).await.unwrap()
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use switchboard::bandit::PolicySnapshot;
 use switchboard::cli::export::{run, ExportArgs};
 use switchboard::config::{load_str, Env};
-use switchboard::store::Store;
+use switchboard::store::{SqliteStore, Store};
 use switchboard_training::job::{publish, RouteSetup};
 
 use crate::helpers::{fresh_postgres, spawn, two_providers, Db, TestApp};
@@ -63,7 +63,9 @@ async fn rollup(store: &Store) -> Vec<(i64, String, i64, i64, i64)> {
                GROUP BY hour, model ORDER BY hour, model";
     let rows: Vec<(i64, String, i64, f64, i64)> = match store {
         Store::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
-        Store::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
+        Store::Sqlite(SqliteStore { pool: p, .. }) => {
+            sqlx::query_as(sql).fetch_all(p).await.unwrap()
+        }
     };
     rows.into_iter()
         .map(|(h, m, n, c, r)| (h, m, n, (c * 1e12).round() as i64, r))

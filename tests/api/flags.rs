@@ -26,7 +26,9 @@ async fn scalar(app: &TestApp, sql: &str) -> i64 {
         switchboard::store::Store::Postgres(p) => {
             sqlx::query_scalar(sql).fetch_one(p).await.unwrap()
         }
-        switchboard::store::Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        switchboard::store::Store::Sqlite(switchboard::store::SqliteStore { pool: p, .. }) => {
+            sqlx::query_scalar(sql).fetch_one(p).await.unwrap()
+        }
     }
 }
 

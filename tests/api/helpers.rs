@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::Row;
 use switchboard::config::{load, load_str, Env};
 use switchboard::startup::{self, Running};
-use switchboard::store::{Event, FeedbackRecord, RequestRecord, Store};
+use switchboard::store::{Event, FeedbackRecord, RequestRecord, SqliteStore, Store};
 
 pub const ADMIN_TOKEN: &str = "admin-test-token";
 
@@ -276,7 +276,9 @@ impl TestApp {
         }
         match &self.store {
             Store::Postgres(p) => read!(sqlx::query(sql).bind(id).fetch_optional(p).await.unwrap()),
-            Store::Sqlite(p) => read!(sqlx::query(sql).bind(id).fetch_optional(p).await.unwrap()),
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
+                read!(sqlx::query(sql).bind(id).fetch_optional(p).await.unwrap())
+            }
         }
     }
 
@@ -284,7 +286,9 @@ impl TestApp {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         match &self.store {
             Store::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Store::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+            Store::Sqlite(SqliteStore { pool: p, .. }) => {
+                sqlx::query_scalar(&sql).fetch_one(p).await.unwrap()
+            }
         }
     }
 
@@ -308,7 +312,7 @@ impl TestApp {
                 .fetch_all(p)
                 .await
                 .unwrap(),
-            Store::Sqlite(p) => sqlx::query_scalar(sql)
+            Store::Sqlite(SqliteStore { pool: p, .. }) => sqlx::query_scalar(sql)
                 .bind(request_id)
                 .fetch_all(p)
                 .await

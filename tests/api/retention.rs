@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
 use switchboard::config::StoreConfig;
-use switchboard::store::{Event, FeedbackRecord, Store};
+use switchboard::store::{Event, FeedbackRecord, SqliteStore, Store};
 
 use crate::helpers::{fresh_postgres, request_record};
 
@@ -43,7 +43,9 @@ fn history(now: DateTime<Utc>) -> Vec<Event> {
 async fn scalar(store: &Store, sql: &str) -> i64 {
     match store {
         Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
-        Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        Store::Sqlite(SqliteStore { pool: p, .. }) => {
+            sqlx::query_scalar(sql).fetch_one(p).await.unwrap()
+        }
     }
 }
 
@@ -59,7 +61,9 @@ async fn ids(store: &Store) -> Vec<String> {
     let sql = "SELECT id FROM requests ORDER BY created_at";
     match store {
         Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
-        Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
+        Store::Sqlite(SqliteStore { pool: p, .. }) => {
+            sqlx::query_scalar(sql).fetch_all(p).await.unwrap()
+        }
     }
 }
 

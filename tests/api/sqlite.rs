@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 use sqlx::SqlitePool;
-use switchboard::store::{Event, RequestRecord, Store};
+use switchboard::store::{Event, RequestRecord, SqliteStore, Store};
 
 use crate::helpers::{quality_feedback, request_record, spawn, two_providers, Db};
 use crate::mock::MockUpstream;
@@ -65,7 +65,7 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> (Store, SqlitePool) {
     let url = format!("sqlite://{}", dir.path().join("rollup.db").display());
     let store = Store::connect_lazy(&url).unwrap();
     store.migrate().await.unwrap();
-    let Store::Sqlite(pool) = &store else {
+    let Store::Sqlite(SqliteStore { pool, .. }) = &store else {
         unreachable!("a sqlite:// URL opens SQLite");
     };
     let pool = pool.clone();

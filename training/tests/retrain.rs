@@ -11,7 +11,7 @@ use chrono::Utc;
 use switchboard::config::{load_str, Env};
 use switchboard::retrain::{run_once, RunOutcome, Schedule};
 use switchboard::startup;
-use switchboard::store::Store;
+use switchboard::store::{SqliteStore, Store};
 use switchboard_training::synthetic::{seed, World};
 use tokio::sync::watch;
 
@@ -226,7 +226,7 @@ async fn sqlite_trainer_lock_is_a_lease_taken_over_only_when_expired() {
     let held = store.try_trainer_lock().await.unwrap().unwrap();
     drop(held); // a trainer that died: its lease stays until it expires
     assert!(store.try_trainer_lock().await.unwrap().is_none());
-    let Store::Sqlite(pool) = &store else {
+    let Store::Sqlite(SqliteStore { pool, .. }) = &store else {
         unreachable!()
     };
     sqlx::query("UPDATE trainer_lock SET expires_at = expires_at - 7200")

@@ -1,7 +1,8 @@
-//! SQLite batch writes: multi-row inserts, one transaction per batch, and
-//! the hourly rollups of the request rows the batch inserted. (Postgres
-//! writes with one array per column instead, `batch_pg.rs`, and keeps its
-//! rollups with statement-level triggers.)
+//! SQLite batch writes: one transaction per batch through a connection of
+//! the outbox's own, multi-row inserts, and the hourly rollups of the
+//! request rows the batch inserted. (Postgres writes with
+//! one array per column instead, `batch_pg.rs`, and keeps its rollups with
+//! statement-level triggers.)
 //!
 //! Why the rollups are summed here and not by triggers: SQLite has only
 //! row-level triggers. The one that kept `rollup_hourly` and
@@ -13,16 +14,35 @@
 //! through a temporary table, so the error rollup and the credit of
 //! feedback stored before its request (the last two triggers, dropped by
 //! migration 20261207000080) are done here too, once per batch.
+//!
+//! Why rusqlite and a connection of its own rather than sqlx's pool:
+//! sqlx copied every borrowed value of a row into an owned one, cleared
+//! all of a statement's bindings after each run, and handed each statement
+//! to a connection's own thread; and the pool gave each batch whichever of
+//! its connections was idle, whose page cache the previous batch's commit
+//! on another connection had made stale, so SQLite read the B-trees' pages
+//! back from the file (docs/performance.md, session 19). Here the batch is
+//! written on the thread that calls, each value is bound where it lies
+//! (SQLite copies it once), and the one connection's cache stays warm.
+//! Multi-row rather than one prepared row at a time: each run of a
+//! statement opens its cursors afresh and seeks every index from its root,
+//! where one statement's rows append behind the cursor's last position
+//! (one-row statements cost ~6,500 more instructions a request, callgrind).
 
 mod rollup;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
-use sqlx::sqlite::SqliteArguments;
-use sqlx::types::Json;
-use sqlx::{Arguments, Sqlite, SqlitePool};
+use chrono::SecondsFormat;
+use foldhash::fast::RandomState;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, Statement, ToSql, TransactionBehavior};
+use serde::Serialize;
 
-use super::records::{Event, FeedbackRecord, LazyJson, RequestRecord};
+use super::records::{Event, FeedbackRecord, JsonText, LazyJson, RequestRecord};
 use rollup::Rollup;
 
 /// Most rows per statement: keeps bind parameters under SQLite's limit
@@ -151,83 +171,62 @@ static INSERT_FEEDBACK: InsertText = InsertText::new(
     " ON CONFLICT (feedback_id) DO NOTHING",
 );
 
-/// Adds one value to `args`, as the error type of the statement.
-fn add<'q, T>(args: &mut SqliteArguments<'q>, value: T) -> Result<(), sqlx::Error>
-where
-    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
-{
-    args.add(value).map_err(sqlx::Error::Encode)
+/// The outbox's connection, opened on the first batch and again after a
+/// batch failed (a connection in an unknown state is not reused).
+#[derive(Debug)]
+pub(super) struct Writer {
+    path: PathBuf,
+    conn: Mutex<Option<Connection>>,
 }
 
-fn request_arguments<'q>(rows: &[&'q RequestRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
-    let mut args = SqliteArguments::default();
-    args.reserve(rows.len() * INSERT_REQUESTS.width, 0);
-    for r in rows {
-        add(&mut args, r.id.as_str())?;
-        add(&mut args, r.created_at)?;
-        add(&mut args, r.api_key_id.as_deref())?;
-        add(&mut args, r.tenant.as_deref())?;
-        add(&mut args, r.route.as_deref())?;
-        add(&mut args, r.tier.as_deref())?;
-        add(&mut args, r.user_id.as_deref())?;
-        add(&mut args, r.requested_model.as_str())?;
-        add(&mut args, r.model.as_deref())?;
-        add(&mut args, r.provider.as_deref())?;
-        add(&mut args, Json(&r.eligible_models))?;
-        add(&mut args, r.policy_version.as_deref())?;
-        add(&mut args, r.propensity)?;
-        add(&mut args, r.features.as_ref().map(Json))?;
-        // The receipt's text as it is (a `Json` of it would copy it through
-        // the serializer to the same text).
-        let decision = r.decision.as_ref().and_then(LazyJson::text);
-        add(&mut args, decision.map(|t| t.get().to_owned()))?;
-        add(&mut args, r.stream)?;
-        add(&mut args, r.prompt_tokens)?;
-        add(&mut args, r.completion_tokens)?;
-        add(&mut args, r.tokens_counted_locally)?;
-        add(&mut args, r.cost_usd)?;
-        add(&mut args, r.latency_ms)?;
-        add(&mut args, r.ttft_ms)?;
-        add(&mut args, r.status())?;
-        add(&mut args, r.status_code)?;
-        add(&mut args, r.error_kind.as_deref())?;
-        add(&mut args, Json(&r.fallback_chain))?;
-        add(&mut args, r.attempts)?;
-        add(&mut args, r.cache_hit)?;
-        add(&mut args, r.tags.as_ref().map(Json))?;
-        add(&mut args, r.assignment.experiment.as_deref())?;
-        add(&mut args, r.assignment.experiment_arm.as_deref())?;
-        add(&mut args, r.assignment.shadow)?;
-        add(&mut args, r.assignment.shadow_of.as_deref())?;
-        add(&mut args, r.assignment.counterfactual.as_ref().map(Json))?;
+impl Writer {
+    /// For the database file `path`, which the pool creates and migrates.
+    pub(super) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            conn: Mutex::new(None),
+        }
     }
-    Ok(args)
-}
 
-fn feedback_arguments<'q>(rows: &[&'q FeedbackRecord]) -> Result<SqliteArguments<'q>, sqlx::Error> {
-    let mut args = SqliteArguments::default();
-    args.reserve(rows.len() * INSERT_FEEDBACK.width, 0);
-    for f in rows {
-        add(&mut args, f.request_id.as_str())?;
-        add(&mut args, f.created_at)?;
-        add(&mut args, f.metric.as_str())?;
-        add(&mut args, f.value)?;
-        add(&mut args, f.source.as_deref())?;
-        add(&mut args, f.comment.as_deref())?;
-        add(&mut args, f.feedback_id.as_deref())?;
+    /// Writes a batch in one transaction: its requests, their rollups, then
+    /// its feedback (which may refer to the requests, and whose own rollup
+    /// trigger finds them). Blocks; call it from a thread that may.
+    pub(super) fn write_events(&self, events: &[Event]) -> rusqlite::Result<()> {
+        let mut held = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match held.as_mut() {
+            Some(conn) => conn,
+            None => held.insert(open(&self.path)?),
+        };
+        let written = write(conn, events);
+        if written.is_err() {
+            *held = None;
+        }
+        written
     }
-    Ok(args)
 }
 
-/// Writes a batch in one transaction: its requests, their rollups, then its
-/// feedback (which may refer to the requests, and whose own rollup trigger
-/// finds them).
-pub(super) async fn write_events(pool: &SqlitePool, events: &[Event]) -> Result<(), sqlx::Error> {
+/// The same settings as the pool's connections (`Store::connect_lazy`).
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // The journal mode is the file's (the pool set WAL); these two are
+    // the connection's own.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Nine sizes of each insert, the rollups' upserts and the credit.
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn write(conn: &mut Connection, events: &[Event]) -> rusqlite::Result<()> {
     let (requests, feedback) = split(events);
-    if write(pool, &requests, &feedback, Skipped::Unexpected).await? == Written::SawStoredRow {
+    if write_as(conn, &requests, &feedback, Skipped::Unexpected)? == Written::SawStoredRow {
         // Rolled back (the transaction was dropped): again, asking which
         // rows are new.
-        write(pool, &requests, &feedback, Skipped::Expected).await?;
+        write_as(conn, &requests, &feedback, Skipped::Expected)?;
     }
     Ok(())
 }
@@ -250,92 +249,170 @@ enum Written {
     SawStoredRow,
 }
 
-async fn write(
-    pool: &SqlitePool,
+fn write_as(
+    conn: &mut Connection,
     requests: &[&RequestRecord],
     feedback: &[&FeedbackRecord],
     skipped: Skipped,
-) -> Result<Written, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+) -> rusqlite::Result<Written> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut rollup = Rollup::default();
     // The smallest rowid this transaction gave a request row. Rowids go up
     // by one per row (nothing here sets one, and the largest possible is
     // never reached), so the rows inserted are exactly those at or above it.
     let mut first_rowid: Option<i64> = None;
+    let mut json = Vec::new();
     for chunk in statement_chunks(requests) {
-        let args = request_arguments(chunk)?;
         if skipped == Skipped::Expected {
-            let sql = INSERT_REQUESTS_RETURNING.for_rows(chunk.len());
-            let inserted: Vec<(i64, String)> =
-                sqlx::query_as_with(sql, args).fetch_all(&mut *tx).await?;
-            let lowest = inserted.iter().map(|(rowid, _)| *rowid).min();
-            first_rowid = first_rowid.or(lowest);
-            rollup.add_inserted(chunk, inserted.iter().map(|(_, id)| id.as_str()));
+            let mut insert = tx.prepare_cached(INSERT_REQUESTS_RETURNING.for_rows(chunk.len()))?;
+            bind_requests(&mut insert, chunk, &mut json)?;
+            let mut inserted: HashMap<String, i64, RandomState> = HashMap::default();
+            let mut rows = insert.raw_query();
+            while let Some(row) = rows.next()? {
+                inserted.insert(row.get(1)?, row.get(0)?);
+            }
+            first_rowid = first_rowid
+                .into_iter()
+                .chain(inserted.values().copied())
+                .min();
+            for r in chunk.iter().filter(|r| inserted.contains_key(&r.id)) {
+                rollup.add(r);
+            }
             continue;
         }
-        let sql = INSERT_REQUESTS.for_rows(chunk.len());
-        let done = sqlx::query_with(sql, args).execute(&mut *tx).await?;
+        let mut insert = tx.prepare_cached(INSERT_REQUESTS.for_rows(chunk.len()))?;
+        bind_requests(&mut insert, chunk, &mut json)?;
         // SQLite's change count: the rows this statement inserted.
-        if done.rows_affected() != chunk.len() as u64 {
+        if insert.raw_execute()? != chunk.len() {
             return Ok(Written::SawStoredRow);
         }
-        first_rowid = first_rowid.or(Some(done.last_insert_rowid() - chunk.len() as i64 + 1));
-        rollup.add_all(chunk);
+        first_rowid = first_rowid.or(Some(tx.last_insert_rowid() - chunk.len() as i64 + 1));
+        for r in chunk {
+            rollup.add(r);
+        }
     }
-    rollup.write(&mut tx).await?;
+    rollup.write(&tx)?;
     if let Some(first) = first_rowid {
-        sqlx::query(CREDIT_EARLY_FEEDBACK)
-            .bind(first)
-            .execute(&mut *tx)
-            .await?;
+        tx.prepare_cached(CREDIT_EARLY_FEEDBACK)?.execute([first])?;
     }
     for chunk in statement_chunks(feedback) {
-        let sql = INSERT_FEEDBACK.for_rows(chunk.len());
-        sqlx::query_with(sql, feedback_arguments(chunk)?)
-            .execute(&mut *tx)
-            .await?;
+        let mut insert = tx.prepare_cached(INSERT_FEEDBACK.for_rows(chunk.len()))?;
+        let mut b = Binder::new(&mut insert);
+        for f in chunk {
+            b.bind(f.request_id.as_str())?;
+            b.bind(timestamp(&f.created_at))?;
+            b.bind(f.metric.as_str())?;
+            b.bind(f.value)?;
+            b.bind(f.source.as_deref())?;
+            b.bind(f.comment.as_deref())?;
+            b.bind(f.feedback_id.as_deref())?;
+        }
+        b.done();
+        insert.raw_execute()?;
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(Written::Committed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Binds a statement's parameters in order, where each value lies.
+struct Binder<'s, 'c> {
+    stmt: &'s mut Statement<'c>,
+    next: usize,
+}
 
-    #[test]
-    fn chunks_are_powers_of_two_in_order_and_cover_every_row() {
-        for n in [0usize, 1, 2, 3, 26, 255, 256, 257, 500, 1000, 1023] {
-            let rows: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
-            assert!(chunks
-                .iter()
-                .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_STATEMENT));
-            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
-            let flat: Vec<usize> = chunks.concat();
-            assert_eq!(flat, rows, "n = {n}");
-        }
-        let rows = vec![0u8; 26];
-        let sizes: Vec<usize> = statement_chunks(&rows).map(<[u8]>::len).collect();
-        assert_eq!(sizes, [16, 8, 2]);
+impl<'s, 'c> Binder<'s, 'c> {
+    fn new(stmt: &'s mut Statement<'c>) -> Self {
+        Self { stmt, next: 0 }
     }
 
-    #[test]
-    fn insert_texts_have_one_placeholder_per_column_per_row_and_are_built_once() {
-        for text in [
-            &INSERT_REQUESTS,
-            &INSERT_REQUESTS_RETURNING,
-            &INSERT_FEEDBACK,
-        ] {
-            let columns = text.head.split('(').nth(1).unwrap().split(',').count();
-            assert_eq!(columns, text.width, "{}", text.head);
-            for log in 0..=ROWS_PER_STATEMENT.ilog2() {
-                let rows = 1usize << log;
-                let sql = text.for_rows(rows);
-                assert_eq!(sql.matches('?').count(), rows * text.width, "{rows} rows");
-                assert!(sql.starts_with(text.head) && sql.ends_with(text.tail));
-                assert!(std::ptr::eq(sql, text.for_rows(rows)));
-            }
-        }
+    /// Every parameter has its value (a statement's text and its binds
+    /// are written apart).
+    fn done(&self) {
+        debug_assert_eq!(self.next, self.stmt.parameter_count());
     }
+
+    fn bind<T: ToSql>(&mut self, value: T) -> rusqlite::Result<()> {
+        self.next += 1;
+        self.stmt.raw_bind_parameter(self.next, value)
+    }
+
+    /// `value` as JSON text, the text sqlx's `Json` wrote before (serde_json's).
+    /// `scratch` is reused: SQLite copies the text when it is bound.
+    fn bind_json<T: Serialize>(
+        &mut self,
+        value: Option<&T>,
+        scratch: &mut Vec<u8>,
+    ) -> rusqlite::Result<()> {
+        let Some(value) = value else {
+            return self.bind(None::<&str>);
+        };
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, value)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.bind(ToSqlOutput::Borrowed(ValueRef::Text(scratch)))
+    }
+}
+
+/// The text sqlx's chrono encoding wrote, which the rollups' and readers'
+/// `strftime` and the text order of `created_at` rely on.
+fn timestamp(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn bind_requests(
+    stmt: &mut Statement<'_>,
+    rows: &[&RequestRecord],
+    json: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let mut b = Binder::new(stmt);
+    for r in rows {
+        bind_request(&mut b, r, json)?;
+    }
+    b.done();
+    Ok(())
+}
+
+fn bind_request(
+    b: &mut Binder<'_, '_>,
+    r: &RequestRecord,
+    json: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    b.bind(r.id.as_str())?;
+    b.bind(timestamp(&r.created_at))?;
+    b.bind(r.api_key_id.as_deref())?;
+    b.bind(r.tenant.as_deref())?;
+    b.bind(r.route.as_deref())?;
+    b.bind(r.tier.as_deref())?;
+    b.bind(r.user_id.as_deref())?;
+    b.bind(r.requested_model.as_str())?;
+    b.bind(r.model.as_deref())?;
+    b.bind(r.provider.as_deref())?;
+    b.bind_json(Some(&r.eligible_models), json)?;
+    b.bind(r.policy_version.as_deref())?;
+    b.bind(r.propensity)?;
+    b.bind_json(r.features.as_ref(), json)?;
+    // The receipt's text as it is (rendered here when it was handed over
+    // unrendered).
+    let decision = r.decision.as_ref().and_then(LazyJson::text);
+    b.bind(decision.as_deref().map(JsonText::get))?;
+    b.bind(r.stream)?;
+    b.bind(r.prompt_tokens)?;
+    b.bind(r.completion_tokens)?;
+    b.bind(r.tokens_counted_locally)?;
+    b.bind(r.cost_usd)?;
+    b.bind(r.latency_ms)?;
+    b.bind(r.ttft_ms)?;
+    b.bind(r.status())?;
+    b.bind(r.status_code)?;
+    b.bind(r.error_kind.as_deref())?;
+    b.bind_json(Some(&r.fallback_chain), json)?;
+    b.bind(r.attempts)?;
+    b.bind(r.cache_hit)?;
+    b.bind_json(r.tags.as_ref(), json)?;
+    b.bind(r.assignment.experiment.as_deref())?;
+    b.bind(r.assignment.experiment_arm.as_deref())?;
+    b.bind(r.assignment.shadow)?;
+    b.bind(r.assignment.shadow_of.as_deref())?;
+    b.bind_json(r.assignment.counterfactual.as_ref(), json)?;
+    Ok(())
 }

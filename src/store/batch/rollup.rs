@@ -1,10 +1,10 @@
 //! The rollups a batch adds to, summed in the writer (see `batch`'s module
 //! comment for why not in triggers): one upsert per group and batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use sqlx::{Sqlite, Transaction};
+use rusqlite::{params, Transaction};
 
 use crate::store::dashboard::LATENCY_BUCKETS_MS;
 use crate::store::records::RequestRecord;
@@ -52,26 +52,8 @@ fn latency_bucket(latency_ms: f64) -> i64 {
 }
 
 impl<'a> Rollup<'a> {
-    /// Counts the rows of `chunk` whose ids are in `inserted` (a replayed
-    /// row was skipped by the insert and is not counted again).
-    pub(super) fn add_inserted<'i>(
-        &mut self,
-        chunk: &[&'a RequestRecord],
-        inserted: impl Iterator<Item = &'i str>,
-    ) {
-        let new: HashSet<&str, RandomState> = inserted.collect();
-        for r in chunk.iter().filter(|r| new.contains(r.id.as_str())) {
-            self.add(r);
-        }
-    }
-
-    pub(super) fn add_all(&mut self, chunk: &[&'a RequestRecord]) {
-        for r in chunk {
-            self.add(r);
-        }
-    }
-
-    fn add(&mut self, r: &'a RequestRecord) {
+    /// Counts one inserted row.
+    pub(super) fn add(&mut self, r: &'a RequestRecord) {
         let hour = hour_of(r);
         let text = |v: &'a Option<String>| v.as_deref().unwrap_or("");
         let model = text(&r.model);
@@ -103,7 +85,7 @@ impl<'a> Rollup<'a> {
     }
 
     /// One upsert per group, each a cached one-row statement.
-    pub(super) async fn write(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+    pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         const HOURLY: &str = "INSERT INTO rollup_hourly (hour, route, model, provider, \
             policy_version, api_key_id, tenant, requests, errors, cost_usd, prompt_tokens, \
             completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count) \
@@ -124,39 +106,33 @@ impl<'a> Rollup<'a> {
             VALUES (?, ?, ?, ?) \
             ON CONFLICT (hour, model, error_kind) DO UPDATE SET \
             requests = requests + excluded.requests";
-        for ((hour, key), s) in &self.hourly {
-            let mut q = sqlx::query(HOURLY).bind(hour);
-            for part in key {
-                q = q.bind(*part);
-            }
-            q.bind(s.requests)
-                .bind(s.errors)
-                .bind(s.cost_usd)
-                .bind(s.prompt_tokens)
-                .bind(s.completion_tokens)
-                .bind(s.latency_ms_sum)
-                .bind(s.ttft_ms_sum)
-                .bind(s.ttft_count)
-                .execute(&mut **tx)
-                .await?;
+        let mut hourly = tx.prepare_cached(HOURLY)?;
+        for ((hour, [route, model, provider, version, key, tenant]), s) in &self.hourly {
+            hourly.execute(params![
+                hour,
+                route,
+                model,
+                provider,
+                version,
+                key,
+                tenant,
+                s.requests,
+                s.errors,
+                s.cost_usd,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.latency_ms_sum,
+                s.ttft_ms_sum,
+                s.ttft_count,
+            ])?;
         }
+        let mut latency = tx.prepare_cached(LATENCY)?;
         for ((hour, model, bucket), requests) in &self.latency {
-            sqlx::query(LATENCY)
-                .bind(hour)
-                .bind(*model)
-                .bind(bucket)
-                .bind(requests)
-                .execute(&mut **tx)
-                .await?;
+            latency.execute(params![hour, model, bucket, requests])?;
         }
+        let mut errors = tx.prepare_cached(ERRORS)?;
         for ((hour, model, kind), requests) in &self.errors {
-            sqlx::query(ERRORS)
-                .bind(hour)
-                .bind(*model)
-                .bind(*kind)
-                .bind(requests)
-                .execute(&mut **tx)
-                .await?;
+            errors.execute(params![hour, model, kind, requests])?;
         }
         Ok(())
     }
