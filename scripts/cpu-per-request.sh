@@ -26,6 +26,8 @@ mkdir -p "$OUT"
 
 cargo bench --bench load --no-run >/dev/null 2>&1
 log="$OUT/harness.log"
+# A previous run's log names its (gone) router: read only this run's.
+: >"$log"
 cargo bench --bench load -- --targets "$TARGET" --modes nonstream --levels "$LEVEL" \
   --duration-s "$DURATION_S" --warmup-s 2 --memory-streams 0 --out "$OUT" >"$OUT/report.md" 2>"$log" &
 harness=$!
