@@ -416,3 +416,44 @@ fn bind_request(
     b.bind_json(r.assignment.counterfactual.as_ref(), json)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_in_order_and_cover_every_row() {
+        for n in [0usize, 1, 2, 3, 26, 255, 256, 257, 500, 1000, 1023] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+            assert!(chunks
+                .iter()
+                .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_STATEMENT));
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, rows, "n = {n}");
+        }
+        let rows = vec![0u8; 26];
+        let sizes: Vec<usize> = statement_chunks(&rows).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [16, 8, 2]);
+    }
+
+    #[test]
+    fn insert_texts_have_one_placeholder_per_column_per_row_and_are_built_once() {
+        for text in [
+            &INSERT_REQUESTS,
+            &INSERT_REQUESTS_RETURNING,
+            &INSERT_FEEDBACK,
+        ] {
+            let columns = text.head.split('(').nth(1).unwrap().split(',').count();
+            assert_eq!(columns, text.width, "{}", text.head);
+            for log in 0..=ROWS_PER_STATEMENT.ilog2() {
+                let rows = 1usize << log;
+                let sql = text.for_rows(rows);
+                assert_eq!(sql.matches('?').count(), rows * text.width, "{rows} rows");
+                assert!(sql.starts_with(text.head) && sql.ends_with(text.tail));
+                assert!(std::ptr::eq(sql, text.for_rows(rows)));
+            }
+        }
+    }
+}
