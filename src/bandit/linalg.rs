@@ -8,6 +8,56 @@
 //! written over `chunks_exact`/`zip` so they auto-vectorise and never panic.
 //! Costs: dot O(d); matvec, quad_form, sherman_morrison O(d^2);
 //! spd_inverse O(d^3) (used only for periodic refreshes).
+//! Vector width: the binary targets baseline x86-64 (SSE2, two f64 a
+//! step), so the O(d^2) and O(d^3) functions are each compiled a second
+//! time for AVX (four a step) and pick that copy when the CPU has it
+//! (`widest!`). Rust never fuses a multiply and an add on its own, and
+//! neither copy reorders a sum, so both give the same bits: a learner's
+//! state does not depend on the CPU it ran on.
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set it to run the baseline copies on this thread and compare.
+    static BASELINE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn baseline_only() -> bool {
+    BASELINE_ONLY.with(std::cell::Cell::get)
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn baseline_only() -> bool {
+    false
+}
+
+// Defines `fn $name` whose body is compiled twice, for baseline x86-64 and
+// for AVX, and which runs the AVX copy when the CPU has it (std caches the
+// detection: one load and a test a call). `#[inline]` helpers the body
+// calls (`dot`) are inlined into each copy and widen with it.
+macro_rules! widest {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx")]
+            fn avx($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx") && !baseline_only() {
+                // SAFETY: `avx` needs only AVX, which the CPU has (checked
+                // just above).
+                #[allow(unsafe_code)]
+                return unsafe { avx($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
 
 #[inline]
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -27,19 +77,20 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
+widest! {
 /// `out = M x`.
-#[inline]
 pub fn matvec(m: &[f64], x: &[f64], out: &mut [f64]) {
     let d = x.len();
     for (o, row) in out.iter_mut().zip(m.chunks_exact(d)) {
         *o = dot(row, x);
     }
 }
+}
 
+widest! {
 /// `x^T M x` for a symmetric `M`, reading only the upper triangle:
 /// `sum_i x_i (M_ii x_i + 2 sum_{j>i} M_ij x_j)`, half the work of a full
 /// mat-vec (this is the per-arm cost of every decision).
-#[inline]
 pub fn quad_form(m: &[f64], x: &[f64]) -> f64 {
     let d = x.len();
     let mut acc = 0.0;
@@ -52,6 +103,7 @@ pub fn quad_form(m: &[f64], x: &[f64]) -> f64 {
     }
     acc
 }
+}
 
 /// Exact symmetry (Sherman–Morrison and `spd_inverse` preserve it bit for
 /// bit, since `a * b == b * a` in IEEE arithmetic); `quad_form` relies on it.
@@ -59,11 +111,11 @@ pub fn is_symmetric(m: &[f64], d: usize) -> bool {
     (0..d).all(|i| (i + 1..d).all(|j| m.get(i * d + j) == m.get(j * d + i)))
 }
 
+widest! {
 /// `out = M x` for a symmetric `M`, as the sum of `x_j` times row `j`
 /// over the non-zero `x_j` only: hashed prompt features leave most of `x`
 /// at zero, and each row's update is a contiguous, vectorised axpy.
 /// Each `out_i` adds its terms in ascending `j`, one running sum.
-#[inline]
 pub fn sym_matvec_sparse(m: &[f64], x: &[f64], out: &mut [f64]) {
     out.iter_mut().for_each(|o| *o = 0.0);
     for (row, &xj) in m.chunks_exact(x.len()).zip(x) {
@@ -75,7 +127,9 @@ pub fn sym_matvec_sparse(m: &[f64], x: &[f64], out: &mut [f64]) {
         }
     }
 }
+}
 
+widest! {
 /// Discounted Sherman–Morrison (Sherman & Morrison 1950): given `p = A^-1`,
 /// overwrites it with `(gamma A + x x^T)^-1
 ///   = (p - (p x)(p x)^T / (gamma + x^T p x)) / gamma`
@@ -99,7 +153,9 @@ pub fn sherman_morrison(
     }
     v
 }
+}
 
+widest! {
 /// `sherman_morrison`'s matrix update as a new matrix, `p` left as it
 /// is: for a matrix a reader still holds, one pass that reads the old
 /// entries and writes the new ones, instead of copying it and then updating
@@ -116,7 +172,9 @@ pub fn sherman_morrison_into(p: &[f64], u: &[f64], inv_g: f64) -> Vec<f64> {
     }
     out
 }
+}
 
+widest! {
 /// The gain and the scaled `u = p x sqrt(c)` (into `px`); returns `x^T p x`
 /// and `1 / gamma`.
 pub fn sherman_morrison_gain(
@@ -137,6 +195,7 @@ pub fn sherman_morrison_gain(
     px.iter_mut().for_each(|u| *u *= root);
     (v, 1.0 / gamma)
 }
+}
 
 /// One entry of the update: subtracting `u u^T` keeps `p` bit-for-bit
 /// symmetric, since `u_i * u_j == u_j * u_i` (quad_form reads one triangle).
@@ -145,6 +204,7 @@ fn sherman_morrison_entry(m: f64, ui: f64, uj: f64, inv_g: f64) -> f64 {
     (m - ui * uj) * inv_g
 }
 
+widest! {
 /// `a = gamma a + x x^T + diag(first, rest, ..., rest)`. O(d^2).
 pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, rest: f64) {
     let d = x.len();
@@ -157,7 +217,9 @@ pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, res
         }
     }
 }
+}
 
+widest! {
 /// `discounted_rank_one` as a new matrix, `a` left as it is (see
 /// `sherman_morrison_into`). The same to the bit as the in-place update.
 pub fn discounted_rank_one_into(
@@ -178,7 +240,9 @@ pub fn discounted_rank_one_into(
     }
     out
 }
+}
 
+widest! {
 /// Inverse of a symmetric positive-definite `a` via Cholesky `a = L L^T`,
 /// `a^-1 = L^-T L^-1`. Returns `None` if `a` is not numerically SPD.
 /// O(d^3); allocates two d x d scratch buffers (refresh path only).
@@ -243,6 +307,7 @@ pub fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
     }
     Some(out)
 }
+}
 
 #[cfg(test)]
 mod tests {
@@ -272,7 +337,73 @@ mod tests {
         assert!(spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
     }
 
+    /// `f` run by the baseline copies and by the widest ones.
+    fn both<T>(f: impl Fn() -> T) -> (T, T) {
+        BASELINE_ONLY.with(|b| b.set(true));
+        let baseline = f();
+        BASELINE_ONLY.with(|b| b.set(false));
+        (baseline, f())
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     proptest! {
+        /// The AVX copies give the same bits as the baseline ones, so a
+        /// learner's state does not depend on the CPU (on a CPU without
+        /// AVX both runs take the baseline and this holds trivially).
+        #[test]
+        fn widest_copies_give_the_baseline_bits(
+            d in 1usize..40,
+            gamma in 0.9f64..=1.0,
+            seeds in proptest::collection::vec(-2.0f64..2.0, 40 * 41),
+            zeros in proptest::collection::vec(any::<bool>(), 40),
+        ) {
+            // An SPD matrix: r r^T + I.
+            let r = &seeds[..d * d];
+            let mut a = identity(d, 1.0);
+            for i in 0..d {
+                for j in 0..d {
+                    a[i * d + j] += dot(&r[i * d..i * d + d], &r[j * d..j * d + d]);
+                }
+            }
+            let x: Vec<f64> = seeds[d * d..d * d + d]
+                .iter()
+                .zip(&zeros)
+                .map(|(&v, &z)| if z { 0.0 } else { v })
+                .collect();
+            let p = spd_inverse(&a, d).unwrap();
+            let (inv0, inv1) = both(|| spd_inverse(&a, d).unwrap());
+            prop_assert_eq!(bits(&inv0), bits(&inv1));
+            let (q0, q1) = both(|| quad_form(&p, &x));
+            prop_assert_eq!(q0.to_bits(), q1.to_bits());
+            let (m0, m1) = both(|| {
+                let mut out = vec![0.0; d];
+                matvec(&p, &x, &mut out);
+                out
+            });
+            prop_assert_eq!(bits(&m0), bits(&m1));
+            let (s0, s1) = both(|| {
+                let (mut q, mut px, mut gain) = (p.clone(), vec![0.0; d], vec![0.0; d]);
+                let v = sherman_morrison(&mut q, &x, gamma, &mut px, &mut gain);
+                (v.to_bits(), bits(&q), bits(&gain))
+            });
+            prop_assert_eq!(s0, s1);
+            let (c0, c1) = both(|| {
+                let (mut px, mut gain) = (vec![0.0; d], vec![0.0; d]);
+                let (_, inv_g) = sherman_morrison_gain(&p, &x, gamma, &mut px, &mut gain);
+                bits(&sherman_morrison_into(&p, &px, inv_g))
+            });
+            prop_assert_eq!(c0, c1);
+            let (r0, r1) = both(|| {
+                let mut q = a.clone();
+                discounted_rank_one(&mut q, &x, gamma, 0.01, 0.02);
+                (bits(&q), bits(&discounted_rank_one_into(&a, &x, gamma, 0.01, 0.02)))
+            });
+            prop_assert_eq!(r0, r1);
+        }
+
         /// A sequence of discounted rank-one updates tracked by
         /// Sherman–Morrison equals the direct (Cholesky) inverse.
         #[test]
