@@ -144,7 +144,9 @@ fn model_delta(live: &View<'_>, earlier: &View<'_>) -> Option<ModelDelta> {
     for i in 0..d {
         for j in i..d {
             let prior = if i == j { l.prior_diag(i) } else { 0.0 };
-            let (al, ae) = (l.a[i * d + j], e.a[i * d + j]);
+            let (Some(al), Some(ae)) = (l.a.get(i * d + j), e.a.get(i * d + j)) else {
+                return None; // cannot happen: both designs are d x d
+            };
             gram.push((al - g * ae) - (1.0 - g) * prior);
         }
     }
@@ -192,19 +194,26 @@ fn merge_model(v: ViewMut<'_>, m: &ModelDelta, arm: &str) -> Result<(), DeltaErr
         return Err(corrupt());
     }
     let g = m.log_decay.exp();
+    let (lambda0, lambda) = (design.lambda0, design.lambda);
+    let a = design.a.entries_mut();
     for i in 0..d {
         for j in i..d {
-            let prior = if i == j { design.prior_diag(i) } else { 0.0 };
+            // `Design::prior_diag`, read before `a` borrows the design.
+            let prior = match (i == j, i) {
+                (false, _) => 0.0,
+                (true, 0) => lambda0,
+                (true, _) => lambda,
+            };
             let k = tri(d, i, j);
-            let v = g * design.a[i * d + j] + (1.0 - g) * prior + m.gram[k];
-            design.a[i * d + j] = v;
-            design.a[j * d + i] = v;
+            let v = g * a[i * d + j] + (1.0 - g) * prior + m.gram[k];
+            a[i * d + j] = v;
+            a[j * d + i] = v;
         }
     }
     design.weight = (g * design.weight + m.weight).max(0.0);
     design.updates = design.updates.saturating_add(m.updates);
     design.log_decay += m.log_decay;
-    let p = linalg::spd_inverse(&design.a, d)
+    let p = linalg::spd_inverse(&design.a.folded(), d)
         .ok_or_else(|| DeltaError::NotPositiveDefinite(arm.to_owned()))?;
     design.set_p(p);
     design.pending = 0.0;

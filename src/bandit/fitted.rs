@@ -91,11 +91,11 @@ impl LinearFit {
         arm: &ModelName,
     ) -> Result<(Design, Vec<(Target, f64)>), SnapshotError> {
         let mut design = Design::new(d, self.lambda);
-        for (a, g) in design.a.iter_mut().zip(&self.gram) {
+        for (a, g) in design.a.entries_mut().iter_mut().zip(&self.gram) {
             *a += g;
         }
         design.set_p(
-            linalg::spd_inverse(&design.a, d)
+            linalg::spd_inverse(&design.a.folded(), d)
                 .ok_or_else(|| SnapshotError::CorruptArm(arm.to_string()))?,
         );
         design.weight = self.n;

@@ -205,37 +205,34 @@ fn sherman_morrison_entry(m: f64, ui: f64, uj: f64, inv_g: f64) -> f64 {
 }
 
 widest! {
-/// `a = gamma a + x x^T + diag(first, rest, ..., rest)`. O(d^2).
-pub fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64, first: f64, rest: f64) {
-    let d = x.len();
-    for (i, (row, &xi)) in a.chunks_exact_mut(d).zip(x).enumerate() {
-        for (m, &xj) in row.iter_mut().zip(x) {
-            *m = gamma * *m + xi * xj;
+/// `a += w x x^T` for a symmetric `a`, over the rows of the non-zero `x_i`
+/// only (each a contiguous, vectorised axpy; a zero `x_j` adds zero).
+/// Entries `(i, j)` and `(j, i)` get the same `(x_i x_j) w`, so `a` stays
+/// exactly symmetric. O(nnz d).
+pub fn add_rank_one_rows(a: &mut [f64], x: &[f64], w: f64) {
+    for (row, &xi) in a.chunks_exact_mut(x.len()).zip(x) {
+        if xi == 0.0 {
+            continue;
         }
-        if let Some(m) = row.get_mut(i) {
-            *m += if i == 0 { first } else { rest };
+        for (m, &xj) in row.iter_mut().zip(x) {
+            *m += (xi * xj) * w;
         }
     }
 }
 }
 
 widest! {
-/// `discounted_rank_one` as a new matrix, `a` left as it is (see
-/// `sherman_morrison_into`). The same to the bit as the in-place update.
-pub fn discounted_rank_one_into(
-    a: &[f64],
-    x: &[f64],
-    gamma: f64,
-    first: f64,
-    rest: f64,
-) -> Vec<f64> {
-    let d = x.len();
+/// `add_rank_one_rows` as a new matrix, `a` left as it is: one pass that
+/// copies each untouched row and writes each updated one (a whole-matrix
+/// copy first would be a second pass). The same to the bit as the
+/// in-place update.
+pub fn add_rank_one_rows_into(a: &[f64], x: &[f64], w: f64) -> Vec<f64> {
     let mut out = Vec::with_capacity(a.len());
-    for (i, (row, &xi)) in a.chunks_exact(d).zip(x).enumerate() {
-        let start = out.len();
-        out.extend(row.iter().zip(x).map(|(&m, &xj)| gamma * m + xi * xj));
-        if let Some(m) = out.get_mut(start + i) {
-            *m += if i == 0 { first } else { rest };
+    for (row, &xi) in a.chunks_exact(x.len()).zip(x) {
+        if xi == 0.0 {
+            out.extend_from_slice(row);
+        } else {
+            out.extend(row.iter().zip(x).map(|(&m, &xj)| m + (xi * xj) * w));
         }
     }
     out
@@ -321,6 +318,16 @@ mod tests {
         m
     }
 
+    /// `a = gamma a + x x^T` on every entry (how tests build Gram matrices).
+    fn discounted_rank_one(a: &mut [f64], x: &[f64], gamma: f64) {
+        let d = x.len();
+        for (row, &xi) in a.chunks_exact_mut(d).zip(x) {
+            for (m, &xj) in row.iter_mut().zip(x) {
+                *m = gamma * *m + xi * xj;
+            }
+        }
+    }
+
     fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         a.iter()
             .zip(b)
@@ -398,8 +405,8 @@ mod tests {
             prop_assert_eq!(c0, c1);
             let (r0, r1) = both(|| {
                 let mut q = a.clone();
-                discounted_rank_one(&mut q, &x, gamma, 0.01, 0.02);
-                (bits(&q), bits(&discounted_rank_one_into(&a, &x, gamma, 0.01, 0.02)))
+                add_rank_one_rows(&mut q, &x, 1.0 / gamma);
+                (bits(&q), bits(&add_rank_one_rows_into(&a, &x, 1.0 / gamma)))
             });
             prop_assert_eq!(r0, r1);
         }
@@ -419,7 +426,7 @@ mod tests {
             for x in &xs {
                 let x = &x[..d];
                 sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
-                discounted_rank_one(&mut a, x, gamma, 0.0, 0.0);
+                discounted_rank_one(&mut a, x, gamma);
                 let mut direct_gain = vec![0.0; d];
                 matvec(&p, x, &mut direct_gain);
                 prop_assert!(max_abs_diff(&gain, &direct_gain) < 1e-8);
@@ -442,7 +449,7 @@ mod tests {
         ) {
             let mut a = identity(d, lambda);
             for x in &xs {
-                discounted_rank_one(&mut a, &x[..d], 0.99, 0.0, 0.0);
+                discounted_rank_one(&mut a, &x[..d], 0.99);
             }
             let fast = spd_inverse(&a, d).unwrap();
             let slow = textbook_inverse(&a, d);
@@ -487,9 +494,9 @@ mod tests {
                 let x = &x[..d];
                 let (v2, inv_g) = sherman_morrison_gain(&p, x, gamma, &mut px2, &mut gain2);
                 let p2 = sherman_morrison_into(&p, &px2, inv_g);
-                let a2 = discounted_rank_one_into(&a, x, gamma, 0.1, 0.2);
+                let a2 = add_rank_one_rows_into(&a, x, 1.0 / gamma);
+                add_rank_one_rows(&mut a, x, 1.0 / gamma);
                 let v = sherman_morrison(&mut p, x, gamma, &mut px, &mut gain);
-                discounted_rank_one(&mut a, x, gamma, 0.1, 0.2);
                 let bits = |m: &[f64]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 prop_assert_eq!(v.to_bits(), v2.to_bits());
                 prop_assert_eq!(bits(&p), bits(&p2));

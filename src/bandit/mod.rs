@@ -26,6 +26,7 @@ mod delta;
 mod drift;
 mod exact;
 mod fitted;
+mod gram;
 mod linalg;
 mod mirror;
 mod normal;

@@ -52,7 +52,7 @@ impl Refresh {
             Gram::Quality(m) => &m.design,
             Gram::Outcome(m) => &m.design,
         };
-        Inverse(linalg::spd_inverse(&design.a, design.d))
+        Inverse(linalg::spd_inverse(&design.a.folded(), design.d))
     }
 
     pub(crate) fn model(&self) -> Model {

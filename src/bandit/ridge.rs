@@ -20,11 +20,15 @@
 //! stays positive definite (the prior mass never falls below g^R A_0).
 //! With `theta = P b`, the update `theta += P_new x (y - x^T theta)` is exact
 //! for `A <- g A + x x^T, b <- g b + y x` (RLS identity), so it is O(d).
+//! `A`'s forgetting itself is applied lazily (`gram.rs`), so an update
+//! changes only the rows of x's non-zero entries of `a`; `p`'s update is
+//! dense (`p x` is).
 //! Invariants: `a`, `p` are `d*d`, symmetric, finite; `b`, `theta` are `d`.
 
 use serde::{Deserialize, Serialize};
 
 use super::exact;
+use super::gram::GramMatrix;
 use super::linalg;
 use super::mirror::{Probe, Upper};
 
@@ -43,8 +47,8 @@ pub(crate) struct Design {
     pub lambda: f64,
     #[serde(with = "exact::num")]
     pub lambda0: f64,
-    #[serde(with = "exact::vec")]
-    pub a: Vec<f64>,
+    /// `A`, its forgetting applied lazily (`gram.rs`).
+    pub a: GramMatrix,
     /// Written only by this type's methods, which reset `upper`.
     #[serde(with = "exact::vec")]
     p: Vec<f64>,
@@ -80,7 +84,7 @@ impl Design {
             d,
             lambda,
             lambda0,
-            a,
+            a: GramMatrix::new(a),
             p,
             upper: Upper::default(),
             pending: 0.0,
@@ -145,7 +149,7 @@ impl Design {
     ) -> (f64, bool) {
         let v = linalg::sherman_morrison(&mut self.p, x, gamma, px, gain).max(0.0);
         let (first, rest) = self.prior_top_up(gamma);
-        linalg::discounted_rank_one(&mut self.a, x, gamma, first, rest);
+        self.a.discounted_rank_one(x, gamma, first, rest);
         (v, self.count(gamma))
     }
 
@@ -163,7 +167,7 @@ impl Design {
         let (v, inv_g) = linalg::sherman_morrison_gain(&self.p, x, gamma, px, gain);
         let (first, rest) = self.prior_top_up(gamma);
         let mut next = Self {
-            a: linalg::discounted_rank_one_into(&self.a, x, gamma, first, rest),
+            a: self.a.discounted_rank_one_into(x, gamma, first, rest),
             p: linalg::sherman_morrison_into(&self.p, px, inv_g),
             upper: Upper::default(),
             ..*self
@@ -187,14 +191,19 @@ impl Design {
         self.updates += 1;
         self.log_decay += gamma.ln();
         self.since_refresh += 1;
-        self.since_refresh >= refresh_period(self.d)
+        let due = self.since_refresh >= refresh_period(self.d);
+        if due {
+            // The re-inversion reads `A` as it is, without a copy.
+            self.a.fold();
+        }
+        due
     }
 
     /// Exact re-inversion of `a`; on success every target's `theta` is
     /// recomputed from `b`. On (never expected) failure, keeps the
     /// Sherman–Morrison inverse, which is still a valid posterior.
     pub fn refresh(&mut self, targets: &mut [&mut Target]) {
-        let inverse = linalg::spd_inverse(&self.a, self.d);
+        let inverse = linalg::spd_inverse(&self.a.folded(), self.d);
         self.refresh_with(inverse, targets);
     }
 
@@ -213,7 +222,7 @@ impl Design {
 
     pub fn is_consistent(&self) -> bool {
         let dd = self.d * self.d;
-        self.a.len() == dd
+        self.a.is_consistent(self.d)
             && self.p.len() == dd
             && self.lambda > 0.0
             && self.lambda0 > 0.0
@@ -221,11 +230,8 @@ impl Design {
             && self.weight >= 0.0
             && self.log_decay.is_finite()
             && self.log_decay <= 0.0
-            && [&self.a, &self.p]
-                .iter()
-                .all(|m| m.iter().all(|v| v.is_finite()))
-            && (0..self.d).all(|i| self.a[i * self.d + i] > 0.0 && self.p[i * self.d + i] > 0.0)
-            && linalg::is_symmetric(&self.a, self.d)
+            && self.p.iter().all(|v| v.is_finite())
+            && (0..self.d).all(|i| self.p[i * self.d + i] > 0.0)
             && linalg::is_symmetric(&self.p, self.d)
     }
 }
