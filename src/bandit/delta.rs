@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::arm::ArmCounts;
 use super::linalg;
-use super::ridge::{Design, Noise, Target};
+use super::ridge::{self, Design, Noise, Target};
 use super::snapshot::{PolicySnapshot, SnapshotError};
 
 /// One model's segment: the affine map its updates applied.
@@ -198,11 +198,10 @@ fn merge_model(v: ViewMut<'_>, m: &ModelDelta, arm: &str) -> Result<(), DeltaErr
     let a = design.a.entries_mut();
     for i in 0..d {
         for j in i..d {
-            // `Design::prior_diag`, read before `a` borrows the design.
-            let prior = match (i == j, i) {
-                (false, _) => 0.0,
-                (true, 0) => lambda0,
-                (true, _) => lambda,
+            let prior = if i == j {
+                ridge::prior_diag(lambda0, lambda, i)
+            } else {
+                0.0
             };
             let k = tri(d, i, j);
             let v = g * a[i * d + j] + (1.0 - g) * prior + m.gram[k];

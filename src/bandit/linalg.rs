@@ -8,56 +8,12 @@
 //! written over `chunks_exact`/`zip` so they auto-vectorise and never panic.
 //! Costs: dot O(d); matvec, quad_form, sherman_morrison O(d^2);
 //! spd_inverse O(d^3) (used only for periodic refreshes).
-//! Vector width: the binary targets baseline x86-64 (SSE2, two f64 a
-//! step), so the O(d^2) and O(d^3) functions are each compiled a second
-//! time for AVX (four a step) and pick that copy when the CPU has it
-//! (`widest!`). Rust never fuses a multiply and an add on its own, and
-//! neither copy reorders a sum, so both give the same bits: a learner's
-//! state does not depend on the CPU it ran on.
+//! Vector width: the O(d^2) and O(d^3) functions are each compiled a
+//! second time for AVX (four f64 a step instead of SSE2's two) and take
+//! that copy when the CPU has it (`widest.rs`), with the same bits: a
+//! learner's state does not depend on the CPU it ran on.
 
-#[cfg(test)]
-thread_local! {
-    /// Tests set it to run the baseline copies on this thread and compare.
-    static BASELINE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[cfg(test)]
-fn baseline_only() -> bool {
-    BASELINE_ONLY.with(std::cell::Cell::get)
-}
-
-#[cfg(not(test))]
-#[inline(always)]
-fn baseline_only() -> bool {
-    false
-}
-
-// Defines `fn $name` whose body is compiled twice, for baseline x86-64 and
-// for AVX, and which runs the AVX copy when the CPU has it (std caches the
-// detection: one load and a test a call). `#[inline]` helpers the body
-// calls (`dot`) are inlined into each copy and widen with it.
-macro_rules! widest {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$attr])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx")]
-            fn avx($($arg: $ty),*) $(-> $ret)? {
-                body($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx") && !baseline_only() {
-                // SAFETY: `avx` needs only AVX, which the CPU has (checked
-                // just above).
-                #[allow(unsafe_code)]
-                return unsafe { avx($($arg),*) };
-            }
-            body($($arg),*)
-        }
-    };
-}
+use super::widest::widest;
 
 #[inline]
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -310,6 +266,7 @@ pub fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::bandit::widest::both;
     use proptest::prelude::*;
 
     fn identity(d: usize, s: f64) -> Vec<f64> {
@@ -342,14 +299,6 @@ mod tests {
         let want = [3.0 / 8.0, -2.0 / 8.0, -2.0 / 8.0, 4.0 / 8.0];
         assert!(max_abs_diff(&inv, &want) < 1e-12);
         assert!(spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
-    }
-
-    /// `f` run by the baseline copies and by the widest ones.
-    fn both<T>(f: impl Fn() -> T) -> (T, T) {
-        BASELINE_ONLY.with(|b| b.set(true));
-        let baseline = f();
-        BASELINE_ONLY.with(|b| b.set(false));
-        (baseline, f())
     }
 
     fn bits(v: &[f64]) -> Vec<u64> {

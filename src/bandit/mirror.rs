@@ -9,8 +9,8 @@
 //! f32 halves the memory it streams (d (d + 1) / 2 floats, no unused lower
 //! triangle) and doubles the lanes per vector instruction; the binary
 //! stays baseline x86-64 and takes AVX's wider lanes where the CPU has
-//! them (`accumulate_fastest`, the crate's one `unsafe` outside
-//! `store/priority.rs`). The learner's own state stays f64; only the
+//! them (`accumulate`, through `widest.rs`). The learner's own state
+//! stays f64; only the
 //! exploration width is computed from the copy: its relative error
 //! (~1e-6) is far below anything the width is used for, and the logged
 //! propensity is the one of the decision actually made.
@@ -21,6 +21,8 @@
 //! their f64 state is).
 
 use std::sync::OnceLock;
+
+use super::widest::widest;
 
 /// Largest dimension the copy is used for; above it the f64 form runs
 /// (the x buffer lives on the stack).
@@ -72,7 +74,7 @@ impl Upper {
         }
         let packed = self.0.get_or_init(|| pack(p, d));
         let mut y = [0.0f32; MAX_D];
-        accumulate_fastest(packed, probe, &mut y);
+        accumulate(packed, probe, &mut y);
         // x . y in f64 over the non-zero x_j only, four partial sums: one
         // running sum would chain every addition on the one before.
         let (xs, nonzero) = (&probe.xs, probe.nonzero());
@@ -138,12 +140,12 @@ impl Probe {
     }
 }
 
+widest! {
 /// `y_j = sum_{i <= j} U_ij x_i` over the rows of the non-zero `x_i`, with
 /// `U` the packed rows (off-diagonals doubled), so `x^T P x = x . y`. Row by
 /// row this is an axpy, which vectorises with no horizontal sum per row;
 /// rows start on a multiple of `LANES` (zero-padded) so every row loads and
 /// stores `y` at the same aligned offsets and store-to-load forwarding holds.
-#[inline(always)]
 fn accumulate(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
     let dp = padded(probe.d);
     for &i in probe.nonzero() {
@@ -159,29 +161,6 @@ fn accumulate(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
         }
     }
 }
-
-/// `accumulate` compiled for AVX: eight lanes a step instead of SSE's four.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-fn accumulate_avx(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
-    accumulate(packed, probe, y);
-}
-
-/// `accumulate` with the widest vectors this CPU has (the binary itself
-/// targets baseline x86-64, so it runs anywhere). Both versions add the same
-/// products in the same order, lane by lane, so they give the same bits.
-fn accumulate_fastest(packed: &[f32], probe: &Probe, y: &mut [f32; MAX_D]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: `accumulate_avx` needs only AVX, which the CPU has
-        // (checked just above; std caches the answer).
-        #[allow(unsafe_code)]
-        unsafe {
-            accumulate_avx(packed, probe, y);
-        }
-        return;
-    }
-    accumulate(packed, probe, y);
 }
 
 /// Where row `i` starts in the packed copy: row `k` holds
@@ -256,19 +235,14 @@ mod tests {
             proptest::prop_assert!((fast - exact).abs() <= 1e-5 * exact.abs().max(1.0));
             // The AVX build of the inner loop gives the baseline build's
             // bits (on a CPU without AVX there is nothing to compare).
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx") {
-                let (packed, probe) = (pack(&p, d), Probe::new(x));
-                let (mut plain, mut wide) = ([0.0f32; MAX_D], [0.0f32; MAX_D]);
-                accumulate(&packed, &probe, &mut plain);
-                // SAFETY: the CPU has AVX (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    accumulate_avx(&packed, &probe, &mut wide);
-                }
-                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                proptest::prop_assert_eq!(bits(&plain), bits(&wide));
-            }
+            let (packed, probe) = (pack(&p, d), Probe::new(x));
+            let (plain, wide) = crate::bandit::widest::both(|| {
+                let mut y = [0.0f32; MAX_D];
+                accumulate(&packed, &probe, &mut y);
+                y
+            });
+            let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(&plain), bits(&wide));
         }
     }
 

@@ -35,6 +35,7 @@ mod projected;
 mod refresh;
 mod ridge;
 mod snapshot;
+mod widest;
 mod writer;
 
 pub use arm::{ArmCounts, ArmState};

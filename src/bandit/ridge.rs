@@ -40,6 +40,16 @@ pub(crate) fn refresh_period(d: usize) -> u32 {
     (2 * d).clamp(32, 1024) as u32
 }
 
+/// Entry `(i, i)` of the prior `A_0 = diag(lambda0, lambda, ..., lambda)`.
+#[inline]
+pub(crate) fn prior_diag(lambda0: f64, lambda: f64, i: usize) -> f64 {
+    if i == 0 {
+        lambda0
+    } else {
+        lambda
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Design {
     pub d: usize,
@@ -98,11 +108,7 @@ impl Design {
     /// Entry `(i, i)` of the prior `A_0`.
     #[inline]
     pub fn prior_diag(&self, i: usize) -> f64 {
-        if i == 0 {
-            self.lambda0
-        } else {
-            self.lambda
-        }
+        prior_diag(self.lambda0, self.lambda, i)
     }
 
     /// `P`, the (approximate) inverse of `a`.
