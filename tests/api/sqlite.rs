@@ -256,6 +256,70 @@ async fn errors_and_early_feedback_are_rolled_up_once_per_row() {
     assert_eq!((requests, errors, rewarded, reward_sum), (6, 4, 1, 0.75));
 }
 
+/// Quality feedback arriving in any order, several per request, some at
+/// the same instant: the hourly rollup counts each request once and sums
+/// its latest value (the newest `created_at`, then the later stored), as the
+/// exact views do. Guards the `feedback_rollup` trigger's rewrite (migration
+/// 20261207000100), which must keep the old body's answers.
+#[tokio::test]
+async fn the_feedback_rollup_sums_each_requests_latest_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pool) = sqlite_store(&dir).await;
+    let ids: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    let rows: Vec<Event> = ids.iter().map(|id| row(id, "m", 5.0)).collect();
+    store.write_batch(&rows).await.unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:10:00Z")
+        .unwrap()
+        .to_utc();
+    // A fixed xorshift sequence: the same interleaving every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    // Per request: (created_at, order stored, value) of the latest so far.
+    let mut latest: Vec<Option<(i64, usize, f64)>> = vec![None; ids.len()];
+    let mut stored = 0;
+    for batch in 0..12 {
+        let mut events = Vec::new();
+        for _ in 0..=next(4) {
+            let r = next(5) as usize; // q5 never gets feedback
+            let secs = next(4) as i64; // few instants, so ties happen
+            let value = next(9) as f64 / 8.0; // exact sums
+            events.push(quality_feedback(
+                &ids[r],
+                &format!("f{batch}-{stored}"),
+                t0 + chrono::Duration::seconds(secs),
+                value,
+            ));
+            if latest[r].is_none_or(|(s, _, _)| secs >= s) {
+                latest[r] = Some((secs, stored, value));
+            }
+            stored += 1;
+        }
+        store.write_batch(&events).await.unwrap();
+    }
+    let expected_rewarded = latest.iter().flatten().count() as i64;
+    let expected_sum: f64 = latest.iter().flatten().map(|l| l.2).sum();
+    assert!(expected_rewarded >= 3, "the sequence reaches most requests");
+    let (rewarded, reward_sum): (i64, f64) =
+        sqlx::query_as("SELECT sum(rewarded), sum(reward_sum) FROM rollup_hourly")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((rewarded, reward_sum), (expected_rewarded, expected_sum));
+    let exact: (i64, f64) = sqlx::query_as(
+        "SELECT sum(rewarded), sum(mean_reward * rewarded) FROM model_hourly WHERE model = 'm'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(exact.0, expected_rewarded);
+    assert!((exact.1 - expected_sum).abs() < 1e-12, "{exact:?}");
+}
+
 /// The bundled SQLite is built with the options `.cargo/config.toml` sets
 /// for the outbox writer (no allocation statistics, a lookaside sized for
 /// a 256-row insert's values; docs/performance.md): a build that lost them
