@@ -41,6 +41,9 @@ const RECV_BATCH: usize = 256;
 const REFRESH_LOWERED_AT_MOST: Duration = Duration::from_millis(50);
 /// The same for a save's serialisation (~2.6 ms at d = 100 with four arms).
 const PERSIST_LOWERED_AT_MOST: Duration = Duration::from_millis(200);
+/// The same for a batch of outcomes and feedback (`apply_lowered`): tens of
+/// µs an update, a re-inversion now and then.
+const LEARN_LOWERED_AT_MOST: Duration = Duration::from_millis(50);
 
 /// A route's policy writer as the learner runs it: its exact re-inversions
 /// are left to the learner to compute off the worker
@@ -71,6 +74,13 @@ pub enum Update {
     Reshape(Box<super::reshape::Reshape>),
     /// The replica task merged deltas or acknowledged a flush.
     Replica(FromTask),
+}
+
+impl Update {
+    /// An outcome or a feedback: what a route's statistics learn from.
+    fn teaches(&self) -> bool {
+        matches!(self, Self::Outcome { .. } | Self::Quality { .. })
+    }
 }
 
 pub struct Learning {
@@ -300,6 +310,10 @@ impl LearningWriter {
     /// Applies a batch; the touched routes are published by the run loop
     /// (`PUBLISH_EVERY`). Returns whether the route set changed (a reload).
     async fn apply(&mut self, buf: &mut Vec<Update>) -> bool {
+        if self.yields && self.rx.len() < RECV_BATCH && buf.iter().all(Update::teaches) {
+            self.apply_lowered(buf).await;
+            return false;
+        }
         let mut touched = std::mem::take(&mut self.unpublished);
         touched.resize(self.writers.len(), false);
         let mut reshaped = false;
@@ -334,44 +348,110 @@ impl LearningWriter {
                 }
                 other => other,
             };
+            self.record_reward(&update);
             let (route, result) = match &update {
-                Update::Outcome { route, outcome } => (
-                    *route,
-                    self.live_writer(*route).map(|w| w.apply_outcome(outcome)),
-                ),
                 Update::Swap { route, snapshot } => (*route, self.swap(*route, snapshot)),
-                Update::Quality { route, quality } => {
-                    if let Some(name) = self.routes.get(*route) {
-                        metrics::histogram!(names::REWARD, "route" => name.clone())
-                            .record(quality.reward.get());
-                    }
-                    (
-                        *route,
-                        self.live_writer(*route).map(|w| w.apply_quality(quality)),
-                    )
-                }
                 Update::Reshape(_) | Update::Replica(_) => continue,
+                teaching => match learn(&mut self.writers, &self.live, teaching) {
+                    Some(learned) => learned,
+                    None => continue,
+                },
             };
             self.refresh_off_worker(route).await;
-            match result {
-                Some(Ok(report)) => {
-                    touched[route] = true;
-                    for event in report.drift {
-                        tracing::warn!(route = %self.routes[route], ?event, "Drift detected: the arm's statistics now decay faster and it is explored more.");
-                        metrics::counter!(names::DRIFT_EVENTS, "route" => self.routes[route].clone()).increment(1);
-                    }
-                }
-                // A request begun before a reload may name an arm the route
-                // no longer has: nothing to learn.
-                Some(Err(UpdateError::UnknownArm(arm))) => {
-                    tracing::debug!(route = %self.routes[route], %arm, "An update for a removed arm was dropped.");
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "An update was rejected by the policy."),
-                None => {}
-            }
+            self.report(route, result, &mut touched);
         }
         self.unpublished = touched;
         reshaped
+    }
+
+    /// With `writer_yields`, a batch of only outcomes and feedback (the
+    /// steady state) is learned on a blocking thread lowered to
+    /// `SCHED_IDLE`, its re-inversions included, while the learner waits:
+    /// a request that arrives meanwhile preempts it. On the runtime's worker
+    /// a cycle's two updates ran just as the client's next request came in
+    /// (at one request in flight, the bandit route's p50 over the fixed
+    /// model's fell from ~40 to ~34 µs; docs/performance.md, session 21).
+    /// The same updates in the same order as `apply`, so the same state.
+    async fn apply_lowered(&mut self, buf: &mut Vec<Update>) {
+        for update in buf.iter() {
+            self.record_reward(update);
+        }
+        let mut writers = std::mem::take(&mut self.writers);
+        let live = self.live.clone();
+        let updates = std::mem::take(buf);
+        let done = off_worker(true, LEARN_LOWERED_AT_MOST, move || {
+            let learned: Vec<_> = updates
+                .iter()
+                .filter_map(|u| {
+                    let (route, result) = learn(&mut writers, &live, u)?;
+                    if let Some(w) = writers.get_mut(route) {
+                        if let Some(refresh) = w.take_refresh() {
+                            let inverse = refresh.invert();
+                            w.finish_refresh(refresh, inverse);
+                        }
+                    }
+                    Some((route, result))
+                })
+                .collect();
+            (writers, updates, learned)
+        })
+        .await;
+        let (writers, mut updates, learned) = match done {
+            Ok(done) => done,
+            // As a panic in `apply` would: the learner stops.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                // Only a runtime shutting down cancels a blocking task before
+                // it starts; the statistics went with it.
+                tracing::error!(error = %e, "The learner's batch was cancelled; its statistics are lost.");
+                self.live.fill(false);
+                return;
+            }
+        };
+        self.writers = writers;
+        updates.clear();
+        *buf = updates; // keeps the run loop's buffer
+        let mut touched = std::mem::take(&mut self.unpublished);
+        touched.resize(self.writers.len(), false);
+        for (route, result) in learned {
+            self.report(route, result, &mut touched);
+        }
+        self.unpublished = touched;
+    }
+
+    fn record_reward(&self, update: &Update) {
+        if let Update::Quality { route, quality } = update {
+            if let Some(name) = self.routes.get(*route) {
+                metrics::histogram!(names::REWARD, "route" => name.clone())
+                    .record(quality.reward.get());
+            }
+        }
+    }
+
+    /// Marks a learned route for publishing and logs what the update said.
+    fn report(
+        &self,
+        route: usize,
+        result: Option<Result<UpdateReport, UpdateError>>,
+        touched: &mut [bool],
+    ) {
+        match result {
+            Some(Ok(report)) => {
+                touched[route] = true;
+                for event in report.drift {
+                    tracing::warn!(route = %self.routes[route], ?event, "Drift detected: the arm's statistics now decay faster and it is explored more.");
+                    metrics::counter!(names::DRIFT_EVENTS, "route" => self.routes[route].clone())
+                        .increment(1);
+                }
+            }
+            // A request begun before a reload may name an arm the route
+            // no longer has: nothing to learn.
+            Some(Err(UpdateError::UnknownArm(arm))) => {
+                tracing::debug!(route = %self.routes[route], %arm, "An update for a removed arm was dropped.");
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "An update was rejected by the policy."),
+            None => {}
+        }
     }
 
     /// Computes the exact re-inversion the last update of `slot` made due
@@ -430,14 +510,6 @@ impl LearningWriter {
         Some(Ok(UpdateReport::default()))
     }
 
-    fn live_writer(&mut self, slot: usize) -> Option<&mut PolicyWriter> {
-        if self.live.get(slot).copied().unwrap_or(false) {
-            self.writers.get_mut(slot)
-        } else {
-            None
-        }
-    }
-
     fn publish_touched(&mut self, touched: &mut [bool]) {
         for (i, t) in touched.iter_mut().enumerate() {
             if std::mem::take(t) {
@@ -489,6 +561,39 @@ impl LearningWriter {
     }
 }
 
+/// Applies an outcome or a feedback to its route's writer: the route's
+/// slot and what the writer said (`None` inside for a route a reload
+/// removed); `None` for any other update.
+fn learn(
+    writers: &mut [PolicyWriter],
+    live: &[bool],
+    update: &Update,
+) -> Option<(usize, Option<Result<UpdateReport, UpdateError>>)> {
+    Some(match update {
+        Update::Outcome { route, outcome } => (
+            *route,
+            live_writer(writers, live, *route).map(|w| w.apply_outcome(outcome)),
+        ),
+        Update::Quality { route, quality } => (
+            *route,
+            live_writer(writers, live, *route).map(|w| w.apply_quality(quality)),
+        ),
+        _ => return None,
+    })
+}
+
+fn live_writer<'a>(
+    writers: &'a mut [PolicyWriter],
+    live: &[bool],
+    slot: usize,
+) -> Option<&'a mut PolicyWriter> {
+    if live.get(slot).copied().unwrap_or(false) {
+        writers.get_mut(slot)
+    } else {
+        None
+    }
+}
+
 /// Runs the learner's heavy work on a blocking thread, lowered for at most
 /// `cap` with `yields` (`priority::run_beside`); a lowering the cap ended
 /// is counted.
@@ -502,4 +607,117 @@ async fn off_worker<T: Send + 'static>(
         metrics::counter!(names::LEARNING_LOWERING_ENDED).increment(1);
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::bandit::{ArmSpec, BudgetConfig, PolicyConfig};
+    use crate::domain::{ModelName, Reward, Usd};
+    use crate::features::Features;
+
+    /// A route of dimension 3 over arms `a` and `b`: each design is
+    /// re-inverted every 6 of its updates.
+    fn spec() -> RouteSpec {
+        RouteSpec {
+            dimension: 3,
+            feature_fingerprint: 7,
+            config: PolicyConfig::default(),
+            budget: BudgetConfig::default(),
+            arms: ["a", "b"]
+                .iter()
+                .map(|n| ArmSpec::new(ModelName::parse(n).unwrap()))
+                .collect(),
+        }
+    }
+
+    /// A learner over one fresh route; its store is never opened.
+    fn learner(yields: bool) -> LearningWriter {
+        let spec = spec();
+        let (tx, rx) = mpsc::channel(16);
+        LearningWriter {
+            writers: vec![route_writer(PolicySnapshot::new(&spec).unwrap())],
+            routes: vec!["auto".into()],
+            rx,
+            store: Store::connect_lazy("sqlite:///nonexistent/never-opened.db").unwrap(),
+            dirty: vec![false],
+            unpublished: vec![false],
+            last_publish: tokio::time::Instant::now(),
+            specs: vec![spec],
+            live: vec![true],
+            tx,
+            watcher: None,
+            replica: None,
+            tracker: None,
+            yields,
+        }
+    }
+
+    /// Requests `from..from + n`, each an outcome and a feedback, spread
+    /// over both arms, several features, failures and rewards.
+    fn cycles(from: usize, n: usize) -> Vec<Update> {
+        (from..from + n)
+            .flat_map(|i| {
+                let arm = ModelName::parse(if i % 3 == 0 { "a" } else { "b" }).unwrap();
+                let sparse = if i % 2 == 0 { 0.0 } else { 0.5 };
+                let x = Features::from(&[1.0, (i % 7) as f64 / 7.0, sparse][..]);
+                [
+                    Update::Outcome {
+                        route: 0,
+                        outcome: Outcome {
+                            arm: arm.clone(),
+                            x: x.clone(),
+                            cost_usd: Usd::new(1e-4 * (1 + i % 5) as f64).unwrap(),
+                            latency_s: 0.1 * (1 + i % 4) as f64,
+                            ok: i % 11 != 0,
+                        },
+                    },
+                    Update::Quality {
+                        route: 0,
+                        quality: Quality {
+                            arm,
+                            x,
+                            reward: Reward::new((i % 10) as f64 / 10.0).unwrap(),
+                        },
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    /// With `writer_yields` the steady state's batches are learned on a
+    /// lowered thread: the same updates in the same order, re-inversions
+    /// included, so the same state to the bit as on the worker.
+    #[tokio::test]
+    async fn a_lowered_batch_learns_exactly_what_the_worker_does() {
+        let (mut worker, mut lowered) = (learner(false), learner(true));
+        for (from, n) in [(0, 1), (1, 7), (8, 40), (48, 37), (85, 3)] {
+            let (mut a, mut b) = (cycles(from, n), cycles(from, n));
+            worker.apply(&mut a).await;
+            lowered.apply(&mut b).await;
+            assert!(a.is_empty() && b.is_empty(), "both batches are taken");
+            assert_eq!(worker.writers[0].state(), lowered.writers[0].state());
+            // (48, 37) ends on the feedback that makes a re-inversion due
+            // (request 84's): it is done before the batch returns.
+            assert!(worker.writers[0].take_refresh().is_none());
+            assert!(lowered.writers[0].take_refresh().is_none());
+        }
+        assert_eq!(worker.unpublished, vec![true]);
+        assert_eq!(lowered.unpublished, vec![true]);
+        let fresh = PolicySnapshot::new(&spec()).unwrap();
+        assert_ne!(lowered.writers[0].state(), &fresh, "it learned");
+    }
+
+    /// A route a reload removed learns nothing on either path.
+    #[tokio::test]
+    async fn a_lowered_batch_skips_a_removed_route() {
+        let mut lowered = learner(true);
+        lowered.live[0] = false;
+        let mut batch = cycles(0, 5);
+        lowered.apply(&mut batch).await;
+        let fresh = PolicySnapshot::new(&spec()).unwrap();
+        assert_eq!(lowered.writers[0].state(), &fresh);
+        assert_eq!(lowered.unpublished, vec![false]);
+    }
 }
