@@ -11,6 +11,7 @@
 #   TARGET=zero-proxy scripts/count-instructions.sh    # the zero-work proxy, the same way
 #   TARGET=router-bandit scripts/count-instructions.sh # the LinUCB route, feedback for every answer
 #   MODE=stream REQUESTS=500 CONCURRENCY=8 DATABASE_URL=postgres://... scripts/count-instructions.sh
+#   WRITER_YIELDS=true TARGET=router-bandit scripts/count-instructions.sh  # as `cargo bench --bench load` configures it
 #
 # Prints instructions per request and writes the callgrind profile and the
 # hottest functions (inclusive) to $OUT (callgrind_annotate reads the profile).
@@ -22,6 +23,7 @@ MODE=${MODE:-nonstream}
 REQUESTS=${REQUESTS:-2000}
 WARMUP=${WARMUP:-300}
 CONCURRENCY=${CONCURRENCY:-1}
+WRITER_YIELDS=${WRITER_YIELDS:-false}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET_DIR/tmp/count-instructions}
 mkdir -p "$OUT"
@@ -71,6 +73,7 @@ listen = "127.0.0.1:$port"
 
 [store]
 spill_path = "$OUT/spill.jsonl"
+writer_yields = $WRITER_YIELDS
 
 [[providers]]
 name = "mock"
