@@ -9,6 +9,7 @@
 //! task and rebuilds on merged ones (`scale/`); the task, not the writer,
 //! then saves the (merged) state.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -376,10 +377,15 @@ impl LearningWriter {
         for update in buf.iter() {
             self.record_reward(update);
         }
-        let mut writers = std::mem::take(&mut self.writers);
+        // Shared rather than moved, so the writers come back whatever
+        // happens to the batch (a blocking task cancelled before it runs,
+        // by a runtime shutting down, drops its closure unrun).
+        let writers = Arc::new(Mutex::new(std::mem::take(&mut self.writers)));
+        let on_thread = writers.clone();
         let live = self.live.clone();
         let updates = std::mem::take(buf);
         let done = off_worker(true, LEARN_LOWERED_AT_MOST, move || {
+            let mut writers = on_thread.lock().unwrap_or_else(PoisonError::into_inner);
             let learned: Vec<_> = updates
                 .iter()
                 .filter_map(|u| {
@@ -393,22 +399,19 @@ impl LearningWriter {
                     Some((route, result))
                 })
                 .collect();
-            (writers, updates, learned)
+            (updates, learned)
         })
         .await;
-        let (writers, mut updates, learned) = match done {
+        self.writers = std::mem::take(&mut *writers.lock().unwrap_or_else(PoisonError::into_inner));
+        let (mut updates, learned) = match done {
             Ok(done) => done,
             // As a panic in `apply` would: the learner stops.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => {
-                // Only a runtime shutting down cancels a blocking task before
-                // it starts; the statistics went with it.
-                tracing::error!(error = %e, "The learner's batch was cancelled; its statistics are lost.");
-                self.live.fill(false);
+                tracing::warn!(error = %e, "A batch of the learner's updates was dropped.");
                 return;
             }
         };
-        self.writers = writers;
         updates.clear();
         *buf = updates; // keeps the run loop's buffer
         let mut touched = std::mem::take(&mut self.unpublished);
