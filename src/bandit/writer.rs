@@ -138,8 +138,9 @@ impl PolicyWriter {
         }
     }
 
-    /// Does a refresh left untaken, here.
-    fn settle(&mut self) {
+    /// Does a refresh left untaken, here (also the learner's lowered
+    /// batches, already off the request worker, after each update).
+    pub fn settle(&mut self) {
         if let Some(refresh) = self.take_refresh() {
             let inverse = refresh.invert();
             self.finish_refresh(refresh, inverse);

@@ -391,10 +391,7 @@ impl LearningWriter {
                 .filter_map(|u| {
                     let (route, result) = learn(&mut writers, &live, u)?;
                     if let Some(w) = writers.get_mut(route) {
-                        if let Some(refresh) = w.take_refresh() {
-                            let inverse = refresh.invert();
-                            w.finish_refresh(refresh, inverse);
-                        }
+                        w.settle();
                     }
                     Some((route, result))
                 })
